@@ -1,0 +1,457 @@
+//! The one FFI module: the parts of OpenSSL's CMS API that the `openssl` crate does not wrap.
+//!
+//! Why this exists: `openssl::cms` offers only whole-message `CMS_sign`/`CMS_encrypt`/
+//! `CMS_verify`/`CMS_decrypt`. Direct needs more control than that:
+//! - choosing the signature digest (SHA-256/384/512) and adding the signer's chain;
+//! - choosing RSA-OAEP (SHA-1 or SHA-256) or PKCS#1 v1.5 key transport per recipient;
+//! - verifying each SignerInfo on its own ("one valid signer bound to the sender suffices"), where
+//!   `CMS_verify` fails the whole message when any signer fails;
+//! - reading the algorithms a peer used, so that MD5/SHA-1 signatures can be refused.
+//!
+//! OpenSSL stays the CMS engine (it reads the indefinite-length BER that OpenSSL and BouncyCastle
+//! peers send); this module only reaches the functions it already exports. Every `unsafe` block
+//! states the invariant it relies on. Everything else in the crate is safe code.
+#![allow(unsafe_code)]
+#![allow(non_camel_case_types)]
+
+use std::ffi::{c_int, c_uint, c_void};
+use std::ptr;
+
+use foreign_types::{ForeignType, ForeignTypeRef};
+use openssl::cms::CmsContentInfoRef;
+use openssl::error::ErrorStack;
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKeyRef, Private};
+use openssl::pkey_ctx::PkeyCtxRef;
+use openssl::rsa::Padding;
+use openssl::stack::Stack;
+use openssl::symm::Cipher;
+use openssl::x509::{X509, X509Ref};
+use openssl_sys as sys;
+
+#[repr(C)]
+pub struct CMS_SignerInfo {
+    _private: [u8; 0],
+}
+#[repr(C)]
+pub struct CMS_RecipientInfo {
+    _private: [u8; 0],
+}
+
+unsafe extern "C" {
+    fn CMS_add1_signer(
+        cms: *mut sys::CMS_ContentInfo,
+        signer: *mut sys::X509,
+        pk: *mut sys::EVP_PKEY,
+        md: *const sys::EVP_MD,
+        flags: c_uint,
+    ) -> *mut CMS_SignerInfo;
+    fn CMS_add1_cert(cms: *mut sys::CMS_ContentInfo, cert: *mut sys::X509) -> c_int;
+    fn CMS_final(
+        cms: *mut sys::CMS_ContentInfo,
+        data: *mut sys::BIO,
+        dcont: *mut sys::BIO,
+        flags: c_uint,
+    ) -> c_int;
+    fn CMS_add1_recipient_cert(
+        cms: *mut sys::CMS_ContentInfo,
+        recip: *mut sys::X509,
+        flags: c_uint,
+    ) -> *mut CMS_RecipientInfo;
+    fn CMS_RecipientInfo_get0_pkey_ctx(ri: *mut CMS_RecipientInfo) -> *mut sys::EVP_PKEY_CTX;
+    fn CMS_get0_RecipientInfos(cms: *mut sys::CMS_ContentInfo) -> *mut sys::OPENSSL_STACK;
+    fn CMS_RecipientInfo_type(ri: *mut CMS_RecipientInfo) -> c_int;
+    fn CMS_RecipientInfo_ktri_cert_cmp(ri: *mut CMS_RecipientInfo, cert: *mut sys::X509) -> c_int;
+    fn CMS_RecipientInfo_ktri_get0_algs(
+        ri: *mut CMS_RecipientInfo,
+        pk: *mut *mut sys::EVP_PKEY,
+        recip: *mut *mut sys::X509,
+        palg: *mut *mut sys::X509_ALGOR,
+    ) -> c_int;
+    fn CMS_get0_SignerInfos(cms: *mut sys::CMS_ContentInfo) -> *mut sys::OPENSSL_STACK;
+    fn CMS_set1_signers_certs(
+        cms: *mut sys::CMS_ContentInfo,
+        certs: *mut sys::stack_st_X509,
+        flags: c_uint,
+    ) -> c_int;
+    fn CMS_SignerInfo_get0_algs(
+        si: *mut CMS_SignerInfo,
+        pk: *mut *mut sys::EVP_PKEY,
+        signer: *mut *mut sys::X509,
+        pdig: *mut *mut sys::X509_ALGOR,
+        psig: *mut *mut sys::X509_ALGOR,
+    );
+    fn CMS_signed_get_attr_count(si: *const CMS_SignerInfo) -> c_int;
+    fn CMS_SignerInfo_verify(si: *mut CMS_SignerInfo) -> c_int;
+    fn CMS_dataInit(cms: *mut sys::CMS_ContentInfo, icont: *mut sys::BIO) -> *mut sys::BIO;
+    fn CMS_SignerInfo_verify_content(si: *mut CMS_SignerInfo, chain: *mut sys::BIO) -> c_int;
+    fn CMS_get1_certs(cms: *mut sys::CMS_ContentInfo) -> *mut sys::stack_st_X509;
+    fn CMS_get0_type(cms: *const sys::CMS_ContentInfo) -> *const sys::ASN1_OBJECT;
+    fn i2d_X509_ALGOR(a: *const sys::X509_ALGOR, pp: *mut *mut u8) -> c_int;
+    fn BIO_pop(b: *mut sys::BIO) -> *mut sys::BIO;
+    fn BIO_free(b: *mut sys::BIO) -> c_int;
+}
+
+const CMS_RECIPINFO_TRANS: c_int = 0;
+
+/// A memory BIO over a borrowed byte slice, freed on drop.
+struct ReadBio<'a> {
+    bio: *mut sys::BIO,
+    _data: std::marker::PhantomData<&'a [u8]>,
+}
+
+impl<'a> ReadBio<'a> {
+    fn new(data: &'a [u8]) -> Result<Self, ErrorStack> {
+        let len = c_int::try_from(data.len()).map_err(|_| too_large())?;
+        // SAFETY: BIO_new_mem_buf reads `len` bytes from `data`, which outlives the BIO (the
+        // PhantomData ties the BIO's lifetime to the slice). A null return is an error.
+        let bio = unsafe { sys::BIO_new_mem_buf(data.as_ptr() as *const c_void, len) };
+        if bio.is_null() {
+            return Err(ErrorStack::get());
+        }
+        Ok(ReadBio {
+            bio,
+            _data: std::marker::PhantomData,
+        })
+    }
+}
+
+impl Drop for ReadBio<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `bio` came from BIO_new_mem_buf and is freed exactly once, here.
+        unsafe {
+            BIO_free(self.bio);
+        }
+    }
+}
+
+fn too_large() -> ErrorStack {
+    // An ErrorStack cannot be built from a message; an empty stack is the closest honest value.
+    // Callers check sizes before this (the SMTP size limit is far below 2 GiB).
+    ErrorStack::get()
+}
+
+fn check(ret: c_int) -> Result<(), ErrorStack> {
+    if ret <= 0 {
+        Err(ErrorStack::get())
+    } else {
+        Ok(())
+    }
+}
+
+/// Produce a detached CMS SignedData (DER) over `content`, with one signer using `digest`, the
+/// signer's certificate and `chain` included, and the default signed attributes.
+pub fn sign_detached(
+    content: &[u8],
+    cert: &X509Ref,
+    key: &PKeyRef<Private>,
+    chain: &[X509],
+    digest: MessageDigest,
+) -> Result<Vec<u8>, ErrorStack> {
+    let flags = sys::CMS_DETACHED | sys::CMS_BINARY | sys::CMS_PARTIAL;
+    let data = ReadBio::new(content)?;
+    // SAFETY: CMS_sign with null signer/key and CMS_PARTIAL returns a fresh, owned structure (or
+    // null on error); ownership passes to CmsContentInfo, which frees it.
+    let cms = unsafe {
+        let p = sys::CMS_sign(
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            flags,
+        );
+        if p.is_null() {
+            return Err(ErrorStack::get());
+        }
+        openssl::cms::CmsContentInfo::from_ptr(p)
+    };
+    // SAFETY: all pointers are live borrows for the duration of the calls; CMS_add1_signer and
+    // CMS_add1_cert take their own references (up-ref) on the certificate and key.
+    unsafe {
+        let si = CMS_add1_signer(
+            cms.as_ptr(),
+            cert.as_ptr(),
+            key.as_ptr(),
+            digest.as_ptr(),
+            0,
+        );
+        if si.is_null() {
+            return Err(ErrorStack::get());
+        }
+        for c in chain {
+            check(CMS_add1_cert(cms.as_ptr(), c.as_ptr()))?;
+        }
+        check(CMS_final(cms.as_ptr(), data.bio, ptr::null_mut(), flags))?;
+    }
+    cms.to_der()
+}
+
+/// RSA key transport choice for one recipient.
+#[derive(Clone, Copy)]
+pub enum RsaTransport {
+    Pkcs1,
+    Oaep(MessageDigest),
+}
+
+/// Produce a CMS EnvelopedData (or AuthEnvelopedData for an AEAD `cipher`) as DER, encrypting
+/// `content` to every certificate in `recipients`. RSA recipients use `transport`; other key types
+/// use OpenSSL's default for them.
+pub fn encrypt(
+    content: &[u8],
+    recipients: &[X509],
+    cipher: Cipher,
+    transport: RsaTransport,
+) -> Result<Vec<u8>, ErrorStack> {
+    let flags = sys::CMS_BINARY | sys::CMS_PARTIAL;
+    let data = ReadBio::new(content)?;
+    // SAFETY: with CMS_PARTIAL and no recipients, CMS_encrypt returns a fresh owned structure (or
+    // null); a null certificate stack is allowed (it adds no recipients).
+    let cms = unsafe {
+        let p = sys::CMS_encrypt(ptr::null_mut(), ptr::null_mut(), cipher.as_ptr(), flags);
+        if p.is_null() {
+            return Err(ErrorStack::get());
+        }
+        openssl::cms::CmsContentInfo::from_ptr(p)
+    };
+    for cert in recipients {
+        // SAFETY: cms and cert are live; the RecipientInfo and its EVP_PKEY_CTX are owned by cms
+        // and only borrowed here while cms is alive.
+        unsafe {
+            let ri = CMS_add1_recipient_cert(cms.as_ptr(), cert.as_ptr(), sys::CMS_KEY_PARAM);
+            if ri.is_null() {
+                return Err(ErrorStack::get());
+            }
+            let is_rsa = cert.public_key()?.rsa().is_ok();
+            if is_rsa && CMS_RecipientInfo_type(ri) == CMS_RECIPINFO_TRANS {
+                let pctx = CMS_RecipientInfo_get0_pkey_ctx(ri);
+                if pctx.is_null() {
+                    return Err(ErrorStack::get());
+                }
+                let ctx = PkeyCtxRef::<openssl::pkey::Public>::from_ptr_mut(pctx);
+                match transport {
+                    RsaTransport::Pkcs1 => ctx.set_rsa_padding(Padding::PKCS1)?,
+                    RsaTransport::Oaep(md) => {
+                        ctx.set_rsa_padding(Padding::PKCS1_OAEP)?;
+                        ctx.set_rsa_oaep_md(md_ref(md))?;
+                        ctx.set_rsa_mgf1_md(md_ref(md))?;
+                    }
+                }
+            }
+        }
+    }
+    // SAFETY: cms and the data BIO are live for the call.
+    unsafe {
+        check(CMS_final(cms.as_ptr(), data.bio, ptr::null_mut(), flags))?;
+    }
+    cms.to_der()
+}
+
+fn md_ref(md: MessageDigest) -> &'static openssl::md::MdRef {
+    match md.type_() {
+        Nid::SHA1 => openssl::md::Md::sha1(),
+        Nid::SHA384 => openssl::md::Md::sha384(),
+        Nid::SHA512 => openssl::md::Md::sha512(),
+        _ => openssl::md::Md::sha256(),
+    }
+}
+
+/// The outer content type of a parsed CMS structure.
+pub fn content_type(cms: &CmsContentInfoRef) -> Nid {
+    // SAFETY: CMS_get0_type returns an internal pointer valid while cms lives (or null).
+    unsafe {
+        let obj = CMS_get0_type(cms.as_ptr());
+        if obj.is_null() {
+            return Nid::UNDEF;
+        }
+        Nid::from_raw(sys::OBJ_obj2nid(obj))
+    }
+}
+
+/// The DER of the keyEncryptionAlgorithm of the KeyTransRecipientInfo addressed to `cert`, if any.
+pub fn key_transport_algorithm(cms: &CmsContentInfoRef, cert: &X509Ref) -> Option<Vec<u8>> {
+    // SAFETY: the stack and its RecipientInfos are owned by cms, which outlives this function's
+    // use of them; X509_ALGOR pointers are internal and only encoded, never freed here.
+    unsafe {
+        let ris = CMS_get0_RecipientInfos(cms.as_ptr());
+        if ris.is_null() {
+            return None;
+        }
+        for i in 0..sys::OPENSSL_sk_num(ris) {
+            let ri = sys::OPENSSL_sk_value(ris, i) as *mut CMS_RecipientInfo;
+            if ri.is_null() || CMS_RecipientInfo_type(ri) != CMS_RECIPINFO_TRANS {
+                continue;
+            }
+            if CMS_RecipientInfo_ktri_cert_cmp(ri, cert.as_ptr()) != 0 {
+                continue;
+            }
+            let mut alg: *mut sys::X509_ALGOR = ptr::null_mut();
+            if CMS_RecipientInfo_ktri_get0_algs(ri, ptr::null_mut(), ptr::null_mut(), &mut alg) <= 0
+                || alg.is_null()
+            {
+                return None;
+            }
+            return algor_der(alg);
+        }
+        None
+    }
+}
+
+/// # Safety
+/// `alg` must point to a live X509_ALGOR.
+unsafe fn algor_der(alg: *const sys::X509_ALGOR) -> Option<Vec<u8>> {
+    // SAFETY: the caller guarantees `alg` is live; the first call only measures, the second
+    // writes exactly `len` bytes into a buffer of that size.
+    unsafe {
+        let len = i2d_X509_ALGOR(alg, ptr::null_mut());
+        if len <= 0 {
+            return None;
+        }
+        let mut buf = vec![0u8; len as usize];
+        let mut p = buf.as_mut_ptr();
+        if i2d_X509_ALGOR(alg, &mut p) != len {
+            return None;
+        }
+        Some(buf)
+    }
+}
+
+/// What OpenSSL found for one SignerInfo.
+pub struct SignerOutcome {
+    /// The signer's certificate, when the message carried it.
+    pub cert: Option<X509>,
+    /// DER of the digestAlgorithm.
+    pub digest_alg: Option<Vec<u8>>,
+    /// Whether the signature and the message digest both verified.
+    pub signature_valid: bool,
+    /// OpenSSL's reason when it did not.
+    pub failure: Option<String>,
+}
+
+/// The result of checking every SignerInfo of a SignedData.
+pub struct SignedContent {
+    pub signers: Vec<SignerOutcome>,
+    /// The signed content (the detached content given, or the encapsulated one).
+    pub content: Vec<u8>,
+    /// Every certificate the SignedData carried (signers and intermediates).
+    pub certs: Vec<X509>,
+}
+
+/// Verify each SignerInfo's signature and message digest on its own. No certificate path is
+/// checked here: trust is decided by the caller for each signer that verified.
+pub fn verify_signers(
+    cms: &CmsContentInfoRef,
+    detached: Option<&[u8]>,
+) -> Result<SignedContent, ErrorStack> {
+    let dcont = match detached {
+        Some(d) => Some(ReadBio::new(d)?),
+        None => None,
+    };
+    // SAFETY: every pointer used below is owned by `cms` (signer infos, algorithms, certs) or by
+    // this function (the BIO chain, freed before return; the certificate stack, wrapped in an
+    // owning Stack). Certificates borrowed from signer infos are up-ref'd via to_owned().
+    unsafe {
+        let certs_stack = CMS_get1_certs(cms.as_ptr());
+        let certs: Vec<X509> = if certs_stack.is_null() {
+            Vec::new()
+        } else {
+            let owned = Stack::<X509>::from_ptr(certs_stack);
+            owned.iter().map(|c| c.to_owned()).collect()
+        };
+        // Associate each SignerInfo with its certificate from the message's own set (flags 0).
+        // A return below zero is an error; zero or more signers found is fine.
+        CMS_set1_signers_certs(cms.as_ptr(), ptr::null_mut(), 0);
+        sys::ERR_clear_error();
+
+        let sis = CMS_get0_SignerInfos(cms.as_ptr());
+        if sis.is_null() {
+            return Err(ErrorStack::get());
+        }
+        let count = sys::OPENSSL_sk_num(sis).max(0);
+        let mut signers = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            let si = sys::OPENSSL_sk_value(sis, i) as *mut CMS_SignerInfo;
+            let mut signer: *mut sys::X509 = ptr::null_mut();
+            let mut dig: *mut sys::X509_ALGOR = ptr::null_mut();
+            let mut sig: *mut sys::X509_ALGOR = ptr::null_mut();
+            CMS_SignerInfo_get0_algs(si, ptr::null_mut(), &mut signer, &mut dig, &mut sig);
+            let cert = if signer.is_null() {
+                None
+            } else {
+                Some(X509Ref::from_ptr(signer).to_owned())
+            };
+            let mut outcome = SignerOutcome {
+                cert,
+                digest_alg: if dig.is_null() { None } else { algor_der(dig) },
+                signature_valid: false,
+                failure: None,
+            };
+            if outcome.cert.is_none() {
+                outcome.failure = Some("the signer's certificate is not in the message".into());
+            } else if CMS_signed_get_attr_count(si) >= 0 && CMS_SignerInfo_verify(si) <= 0 {
+                outcome.failure = Some(format!(
+                    "signature over the signed attributes does not verify ({})",
+                    ErrorStack::get()
+                ));
+            }
+            signers.push(outcome);
+        }
+
+        // Digest the content once through OpenSSL's digest BIO chain, then check every signer's
+        // messageDigest (or, without signed attributes, its signature) against it.
+        let icont = dcont.as_ref().map_or(ptr::null_mut(), |b| b.bio);
+        let chain = CMS_dataInit(cms.as_ptr(), icont);
+        if chain.is_null() {
+            return Err(ErrorStack::get());
+        }
+        let mut content = Vec::new();
+        let mut buf = [0u8; 16384];
+        let read_failed;
+        loop {
+            let n = sys::BIO_read(chain, buf.as_mut_ptr() as *mut c_void, buf.len() as c_int);
+            if n > 0 {
+                content.extend_from_slice(&buf[..n as usize]);
+            } else {
+                // Memory BIOs return 0 at the end of the data; below zero is a digest failure.
+                read_failed = n < 0;
+                break;
+            }
+        }
+        if !read_failed {
+            for (i, outcome) in signers.iter_mut().enumerate() {
+                if outcome.failure.is_some() {
+                    continue;
+                }
+                let si = sys::OPENSSL_sk_value(sis, i as c_int) as *mut CMS_SignerInfo;
+                if CMS_SignerInfo_verify_content(si, chain) > 0 {
+                    outcome.signature_valid = true;
+                } else {
+                    outcome.failure = Some(format!(
+                        "the signed content does not match the signature: it was altered ({})",
+                        ErrorStack::get()
+                    ));
+                }
+            }
+        }
+        // Free the digest BIOs CMS_dataInit pushed, but not our own content BIO (freed by Drop).
+        let mut b = chain;
+        match dcont.as_ref() {
+            Some(d) => {
+                while !b.is_null() && b != d.bio {
+                    let next = BIO_pop(b);
+                    BIO_free(b);
+                    b = next;
+                }
+            }
+            None => sys::BIO_free_all(b),
+        }
+        if read_failed {
+            return Err(ErrorStack::get());
+        }
+        Ok(SignedContent {
+            signers,
+            content,
+            certs,
+        })
+    }
+}

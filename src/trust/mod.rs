@@ -1,0 +1,108 @@
+//! Trust decisions about certificates: usage, key strength, validity, path to an anchor,
+//! revocation and address binding. Pure functions of certificates, CRLs and a [`Clock`]; nothing
+//! here touches the network (fetching CRLs and AIA certificates belongs at the edge).
+//!
+//! [`Clock`]: crate::clock::Clock
+
+mod binding;
+mod checks;
+mod validate;
+
+pub use binding::{Binding, binding_for};
+pub use checks::{Purpose, check_key_strength, check_key_usage, check_validity};
+pub use validate::{TrustInputs, ValidatedPath, validate};
+
+use openssl::hash::MessageDigest;
+use openssl::x509::X509Ref;
+
+/// Why a certificate is not trusted for a use. Each message names the certificate and what to do.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TrustError {
+    /// Outside its validity period at the clock's time.
+    #[error("certificate {subject} expired on {not_after}")]
+    Expired { subject: String, not_after: String },
+    /// Not valid yet.
+    #[error("certificate {subject} is not valid until {not_before}")]
+    NotYetValid { subject: String, not_before: String },
+    /// The key usage extension forbids the purpose.
+    #[error("certificate {subject} may not be used to {purpose}: its key usage lacks {needed}")]
+    KeyUsage {
+        subject: String,
+        purpose: &'static str,
+        needed: &'static str,
+    },
+    /// Key too small or of an unsupported type.
+    #[error(
+        "certificate {subject} has a {detail}; Direct requires RSA of at least 2048 bits or EC P-256/P-384"
+    )]
+    WeakKey { subject: String, detail: String },
+    /// No chain to a configured anchor.
+    #[error(
+        "certificate {subject} has no path to a configured trust anchor ({detail}); add its issuer's CA as an anchor if you trust it"
+    )]
+    NoPath { subject: String, detail: String },
+    /// A certificate in the path is revoked.
+    #[error("certificate {subject} was revoked on {date} (CRL issued by {issuer})")]
+    Revoked {
+        subject: String,
+        date: String,
+        issuer: String,
+    },
+    /// Bound to another address or domain.
+    #[error("certificate {subject} is bound to {bound}, not to {expected}")]
+    Binding {
+        subject: String,
+        bound: String,
+        expected: String,
+    },
+    /// Any other path-validation failure, in OpenSSL's words.
+    #[error("certificate {subject} failed path validation: {detail}")]
+    Path { subject: String, detail: String },
+}
+
+/// "CN=..., O=..." for messages and reports.
+pub fn describe(cert: &X509Ref) -> String {
+    let parts: Vec<String> = cert
+        .subject_name()
+        .entries()
+        .map(|e| {
+            let key = e.object().nid().short_name().unwrap_or("?").to_string();
+            let val = e.data().to_string().unwrap_or_else(|_| "?".into());
+            format!("{key}={val}")
+        })
+        .collect();
+    let parts: Vec<String> = parts.into_iter().rev().collect();
+    if parts.is_empty() {
+        "(empty subject)".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Issuer in the same form.
+pub fn describe_issuer(cert: &X509Ref) -> String {
+    let parts: Vec<String> = cert
+        .issuer_name()
+        .entries()
+        .map(|e| {
+            let key = e.object().nid().short_name().unwrap_or("?").to_string();
+            let val = e.data().to_string().unwrap_or_else(|_| "?".into());
+            format!("{key}={val}")
+        })
+        .collect();
+    let parts: Vec<String> = parts.into_iter().rev().collect();
+    parts.join(", ")
+}
+
+/// SHA-256 fingerprint of the DER certificate, lower-case hex with colons.
+pub fn fingerprint(cert: &X509Ref) -> String {
+    cert.digest(MessageDigest::sha256())
+        .map(|d| {
+            d.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        })
+        .unwrap_or_default()
+}
