@@ -13,7 +13,7 @@ pub use checks::{Purpose, check_key_strength, check_key_usage, check_validity};
 pub use validate::{TrustInputs, ValidatedPath, validate};
 
 use openssl::hash::MessageDigest;
-use openssl::x509::X509Ref;
+use openssl::x509::{X509NameRef, X509Ref};
 
 /// Why a certificate is not trusted for a use. Each message names the certificate and what to do.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -63,35 +63,29 @@ pub enum TrustError {
 
 /// "CN=..., O=..." for messages and reports.
 pub fn describe(cert: &X509Ref) -> String {
-    let parts: Vec<String> = cert
-        .subject_name()
-        .entries()
-        .map(|e| {
-            let key = e.object().nid().short_name().unwrap_or("?").to_string();
-            let val = e.data().to_string().unwrap_or_else(|_| "?".into());
-            format!("{key}={val}")
-        })
-        .collect();
-    let parts: Vec<String> = parts.into_iter().rev().collect();
-    if parts.is_empty() {
+    let s = describe_name(cert.subject_name());
+    if s.is_empty() {
         "(empty subject)".into()
     } else {
-        parts.join(", ")
+        s
     }
 }
 
-/// Issuer in the same form.
+/// The issuer in the same form.
 pub fn describe_issuer(cert: &X509Ref) -> String {
-    let parts: Vec<String> = cert
-        .issuer_name()
+    describe_name(cert.issuer_name())
+}
+
+fn describe_name(name: &X509NameRef) -> String {
+    let mut parts: Vec<String> = name
         .entries()
         .map(|e| {
-            let key = e.object().nid().short_name().unwrap_or("?").to_string();
+            let key = e.object().nid().short_name().unwrap_or("?");
             let val = e.data().to_string().unwrap_or_else(|_| "?".into());
             format!("{key}={val}")
         })
         .collect();
-    let parts: Vec<String> = parts.into_iter().rev().collect();
+    parts.reverse();
     parts.join(", ")
 }
 
