@@ -167,3 +167,195 @@ fn check_revocation(chain: &[X509], crls: &[X509Crl]) -> Result<(), TrustError> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FixedClock;
+
+    fn cert(name: &str) -> X509 {
+        let path = format!("{}/certs/{name}", env!("CARGO_MANIFEST_DIR"));
+        X509::from_pem(&std::fs::read(&path).expect("committed test certificate")).unwrap()
+    }
+    fn crl(name: &str) -> X509Crl {
+        let path = format!("{}/certs/{name}", env!("CARGO_MANIFEST_DIR"));
+        X509Crl::from_pem(&std::fs::read(&path).expect("committed test CRL")).unwrap()
+    }
+    fn addr(s: &str) -> DirectAddress {
+        DirectAddress::parse(s).unwrap()
+    }
+    /// 2030-01-01: inside every "good" certificate's validity.
+    const IN_2030: u64 = 1_893_456_000;
+
+    fn check(
+        leaf: &str,
+        anchors: &[X509],
+        crls: &[X509Crl],
+        at: u64,
+        who: &str,
+    ) -> Result<ValidatedPath, TrustError> {
+        let inter = [
+            cert("intermediate-a.pem"),
+            cert("intermediate-b.pem"),
+            cert("intermediate-a2.pem"),
+        ];
+        let clock = FixedClock::at_unix(at);
+        let inputs = TrustInputs {
+            anchors,
+            intermediates: &inter,
+            crls,
+            clock: &clock,
+        };
+        validate(&cert(leaf), &inputs, Purpose::Sign, Some(&addr(who)))
+    }
+
+    #[test]
+    fn valid_path_to_root_with_address_binding() {
+        let p = check(
+            "iis@hisp-b.example.pem",
+            &[cert("root-b.pem")],
+            &[],
+            IN_2030,
+            "IIS@hisp-b.example",
+        )
+        .unwrap();
+        assert_eq!(p.chain.len(), 3);
+        assert_eq!(p.binding, Some(Binding::Address));
+    }
+
+    #[test]
+    fn anchor_may_be_an_intermediate_and_domain_binding_counts() {
+        let p = check(
+            "hisp-b.example.pem",
+            &[cert("intermediate-b.pem")],
+            &[],
+            IN_2030,
+            "anyone@hisp-b.example",
+        )
+        .unwrap();
+        assert_eq!(p.chain.len(), 2);
+        assert_eq!(p.binding, Some(Binding::Domain));
+    }
+
+    #[test]
+    fn expired_at_the_clock_time() {
+        let e = check(
+            "iis@hisp-b.example.pem",
+            &[cert("root-b.pem")],
+            &[],
+            2_430_000_000,
+            "iis@hisp-b.example",
+        )
+        .unwrap_err();
+        assert!(matches!(e, TrustError::Expired { .. }), "{e}");
+        let e = check(
+            "expired@hisp-b.example.pem",
+            &[cert("root-b.pem")],
+            &[],
+            IN_2030,
+            "expired@hisp-b.example",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("expired on"), "{e}");
+    }
+
+    #[test]
+    fn untrusted_root_has_no_path() {
+        let e = check(
+            "untrusted@hisp-b.example.pem",
+            &[cert("root-a.pem"), cert("root-b.pem")],
+            &[],
+            IN_2030,
+            "untrusted@hisp-b.example",
+        )
+        .unwrap_err();
+        assert!(matches!(e, TrustError::NoPath { .. }), "{e}");
+        let e = check(
+            "iis@hisp-b.example.pem",
+            &[],
+            &[],
+            IN_2030,
+            "iis@hisp-b.example",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no trust anchors"), "{e}");
+    }
+
+    #[test]
+    fn revoked_leaf_and_revoked_intermediate() {
+        let crls = [
+            crl("intermediate-b.crl.pem"),
+            crl("root-a.crl.pem"),
+            crl("intermediate-a.crl.pem"),
+        ];
+        let e = check(
+            "revoked@hisp-b.example.pem",
+            &[cert("root-b.pem")],
+            &crls,
+            IN_2030,
+            "revoked@hisp-b.example",
+        )
+        .unwrap_err();
+        assert!(matches!(e, TrustError::Revoked { .. }), "{e}");
+        let e = check(
+            "revoked-intermediate-leaf@hisp-a.example.pem",
+            &[cert("root-a.pem")],
+            &crls,
+            IN_2030,
+            "revoked-intermediate-leaf@hisp-a.example",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, TrustError::Revoked { subject, .. } if subject.contains("A2")),
+            "{e}"
+        );
+        // Without the CRLs the same certificates validate: revocation is the only failing step.
+        check(
+            "revoked@hisp-b.example.pem",
+            &[cert("root-b.pem")],
+            &[],
+            IN_2030,
+            "revoked@hisp-b.example",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn wrong_binding_names_both_sides() {
+        let e = check(
+            "wrongdomain@hisp-b.example.pem",
+            &[cert("root-b.pem")],
+            &[],
+            IN_2030,
+            "wrongdomain@hisp-b.example",
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("someone@hisp-c.example") && text.contains("wrongdomain@hisp-b.example"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn key_usage_and_strength_are_checked_first() {
+        let e = check(
+            "nosign@hisp-b.example.pem",
+            &[cert("root-b.pem")],
+            &[],
+            IN_2030,
+            "nosign@hisp-b.example",
+        )
+        .unwrap_err();
+        assert!(matches!(e, TrustError::KeyUsage { .. }), "{e}");
+        let e = check(
+            "rsa1024@hisp-b.example.pem",
+            &[cert("root-b.pem")],
+            &[],
+            IN_2030,
+            "rsa1024@hisp-b.example",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("1024-bit"), "{e}");
+    }
+}
