@@ -61,8 +61,13 @@ fn unfold(header: &[u8]) -> Vec<(String, String)> {
             }
             continue;
         }
+        // RFC 5322 §2.2: a field name is printable ASCII other than ':' and space. A line that is
+        // not a field is not a header (binary garbage then has no header block at all).
         if let Some((n, v)) = line.split_once(':') {
-            out.push((n.trim().to_string(), v.trim().to_string()));
+            let n = n.trim_end();
+            if !n.is_empty() && n.bytes().all(|b| (33..=126).contains(&b)) {
+                out.push((n.to_string(), v.trim().to_string()));
+            }
         }
     }
     out

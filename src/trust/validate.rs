@@ -131,9 +131,9 @@ fn build_path(cert: &X509Ref, inputs: &TrustInputs<'_>) -> Result<Vec<X509>, Tru
         },
         // unable to get issuer / local issuer, self-signed, chain too long
         2 | 18 | 19 | 20 | 21 | 22 => TrustError::NoPath {
-            subject: at.clone(),
+            subject: subject.clone(),
             detail: match at_cert {
-                Some(c) => format!("{text}; issuer {}", describe_issuer(&c)),
+                Some(c) => format!("{text} at {at}, issued by {}", describe_issuer(&c)),
                 None => text.to_string(),
             },
         },
