@@ -23,6 +23,13 @@ pub struct DirectAddress {
 
 impl DirectAddress {
     /// Parse a bare address or a mailbox such as `"Clinic A" <ehr@hisp-a.example>`.
+    ///
+    /// ```
+    /// use direct_agent::address::DirectAddress;
+    /// let a = DirectAddress::parse("\"Clinic A\" <EHR@hisp-a.example>").unwrap();
+    /// assert_eq!(a, DirectAddress::parse("ehr@HISP-A.example").unwrap());
+    /// assert!(DirectAddress::parse("not-an-address").is_err());
+    /// ```
     pub fn parse(input: &str) -> Result<Self, AddressError> {
         let err = |reason| AddressError {
             input: input.chars().take(200).collect(),
