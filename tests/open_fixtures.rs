@@ -13,15 +13,8 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_direct-agent");
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn cert(name: &str) -> PathBuf {
-    root().join("certs").join(name)
-}
+mod common;
+use common::{BIN, cert, open_as_iis, root, text};
 
 fn fixtures_dir() -> PathBuf {
     root().join("tests/fixtures/open")
@@ -29,32 +22,19 @@ fn fixtures_dir() -> PathBuf {
 
 /// `message open` as iis@hisp-b.example with both anchors and all the CRLs.
 fn open_cmd(input: &Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(["message", "open", "--in"])
-        .arg(input)
-        .arg("--key")
-        .arg(cert("iis@hisp-b.example.key"))
-        .arg("--cert")
-        .arg(cert("iis@hisp-b.example.pem"))
-        .arg("--anchor")
-        .arg(cert("root-a.pem"))
-        .arg("--anchor")
-        .arg(cert("root-b.pem"))
-        .arg("--crl")
-        .arg(cert("intermediate-a.crl.pem"))
-        .arg("--crl")
-        .arg(cert("intermediate-b.crl.pem"))
-        .arg("--crl")
-        .arg(cert("root-a.crl.pem"));
-    c
+    open_as_iis(
+        input,
+        &["root-a.pem", "root-b.pem"],
+        &[
+            "intermediate-a.crl.pem",
+            "intermediate-b.crl.pem",
+            "root-a.crl.pem",
+        ],
+    )
 }
 
 fn run(mut c: Command) -> Output {
     c.output().expect("cannot run direct-agent")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 struct Case {

@@ -7,19 +7,14 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use base64::Engine;
 use tempfile::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_direct-agent");
-
-fn cert(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("certs")
-        .join(name)
-}
+mod common;
+use common::{BIN, cert, open_as_iis, text};
 
 /// The `openssl` command, after checking that it runs.
 fn openssl() -> Command {
@@ -34,10 +29,6 @@ fn openssl() -> Command {
         ),
     }
     Command::new("openssl")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// Run `cmd`, feeding `stdin`; panic with both streams unless it succeeds.
@@ -340,22 +331,14 @@ fn ossl_encrypt(content: &[u8], from: &str, cipher: &str, kt: Kt) -> Vec<u8> {
 /// `direct-agent message open --json` as iis@hisp-b.example trusting root-a.
 fn open_here(message: &Path, out_dir: &Path) -> Output {
     run(
-        Command::new(BIN)
-            .args(["message", "open", "--in"])
-            .arg(message)
-            .arg("--key")
-            .arg(cert("iis@hisp-b.example.key"))
-            .arg("--cert")
-            .arg(cert("iis@hisp-b.example.pem"))
-            .arg("--anchor")
-            .arg(cert("root-a.pem"))
-            .arg("--crl")
-            .arg(cert("intermediate-a.crl.pem"))
-            .arg("--crl")
-            .arg(cert("root-a.crl.pem"))
-            .arg("--json")
-            .arg("--out-dir")
-            .arg(out_dir),
+        open_as_iis(
+            message,
+            &["root-a.pem"],
+            &["intermediate-a.crl.pem", "root-a.crl.pem"],
+        )
+        .arg("--json")
+        .arg("--out-dir")
+        .arg(out_dir),
         None,
     )
 }
