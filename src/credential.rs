@@ -70,7 +70,8 @@ fn read(path: &Path) -> Result<Vec<u8>, CredentialError> {
     })
 }
 
-fn is_pkcs12(path: &Path) -> bool {
+/// Whether a key file is PKCS#12, by its extension (`.p12`, `.pfx`, any case).
+pub fn is_pkcs12(path: &Path) -> bool {
     matches!(
         path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()),
         Some(ref e) if e == "p12" || e == "pfx"

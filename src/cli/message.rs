@@ -9,7 +9,7 @@ use openssl::x509::{X509, X509Crl};
 use super::EXIT_USAGE;
 use crate::address::DirectAddress;
 use crate::clock::{Clock, FixedClock, SystemClock};
-use crate::credential::{Credential, load_certificates};
+use crate::credential::{Credential, is_pkcs12, load_certificates};
 use crate::message::{Envelope, OpenInputs, SealOptions, open, seal};
 use crate::smime::algorithms::{ContentCipher, Digest, KeyTransport};
 use crate::trust::TrustInputs;
@@ -250,11 +250,7 @@ fn load_credentials(a: &OpenArgs) -> Result<Vec<Credential>, String> {
     let mut certs = a.certs.iter();
     let mut out = Vec::new();
     for key in &a.keys {
-        let is_p12 = matches!(
-            key.extension().and_then(|e| e.to_str()),
-            Some("p12" | "pfx" | "P12" | "PFX")
-        );
-        let cert = if is_p12 {
+        let cert = if is_pkcs12(key) {
             None
         } else {
             Some(certs.next().ok_or_else(|| {

@@ -78,7 +78,12 @@ pub fn decrypt(cms_bytes: &[u8], ours: &[Credential]) -> Result<Decrypted, Smime
         .decrypt(&cred.key, &cred.cert)
         .map_err(|e| SmimeError::DecryptFailed {
             subject: describe(&cred.cert),
-            detail: e.to_string(),
+            // AES-GCM tag failures leave OpenSSL's error queue empty.
+            detail: if e.errors().is_empty() {
+                "integrity check of the content failed".into()
+            } else {
+                e.to_string()
+            },
         })?;
     Ok(Decrypted {
         content,
