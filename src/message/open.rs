@@ -147,7 +147,14 @@ pub fn open(raw: &[u8], inputs: &OpenInputs<'_>) -> Result<OpenReport, OpenError
         return Err(OpenError::Malformed("the smime.p7m body is empty".into()));
     }
     let decrypted = smime::decrypt(&cms, inputs.ours).map_err(smime_decrypt_error)?;
-    let verified = smime::verify(&decrypted.content).map_err(|e| match e {
+    drop(cms);
+    let smime::Decrypted {
+        content,
+        cipher,
+        key_transport,
+        recipient,
+    } = decrypted;
+    let mut verified = smime::verify(content).map_err(|e| match e {
         SmimeError::Unsigned(m) => OpenError::Signature(format!("missing signature: {m}")),
         other => OpenError::Signature(other.to_string()),
     })?;
@@ -178,14 +185,18 @@ pub fn open(raw: &[u8], inputs: &OpenInputs<'_>) -> Result<OpenReport, OpenError
         return Err(OpenError::Signature(reasons.join("; ")));
     }
 
-    // Unwrap.
-    let signed = Entity::parse(&verified.content);
-    let wrapped = signed.content_type().is("message/rfc822");
-    let inner: Vec<u8> = if wrapped {
-        signed.body.to_vec()
-    } else {
-        verified.content.clone()
+    // Unwrap, in place: the signed content becomes the inner message.
+    let (wrapped, body_start) = {
+        let signed = Entity::parse(&verified.content);
+        (
+            signed.content_type().is("message/rfc822"),
+            verified.content.len() - signed.body.len(),
+        )
     };
+    let mut inner = std::mem::take(&mut verified.content);
+    if wrapped {
+        inner.drain(..body_start);
+    }
     let inner_entity = Entity::parse(&inner);
 
     // Who sent it: the protected From, else (unwrapped content) the outer From.
@@ -245,9 +256,9 @@ pub fn open(raw: &[u8], inputs: &OpenInputs<'_>) -> Result<OpenReport, OpenError
             })
             .unwrap_or_default(),
         wrapped,
-        cipher: decrypted.cipher,
-        key_transport: decrypted.key_transport,
-        decrypted_with: decrypted.recipient,
+        cipher,
+        key_transport,
+        decrypted_with: recipient,
         signer,
         signers: verified.signers,
         disposition_notification_to: inner_entity

@@ -97,7 +97,16 @@ pub fn seal(
     }
     let message_id = build::new_message_id(from.domain());
     let date = chrono::DateTime::<chrono::Utc>::from(clock.now()).to_rfc2822();
-    let inner = build::build_inner(
+    // Built in place, one buffer for the whole signed entity: multipart/signed header, the
+    // message/rfc822 wrapper, the inner message, then the signature part. The payload is not
+    // copied again until encryption.
+    let mut signed = Vec::new();
+    let boundary = build::begin_multipart_signed(&mut signed, opts.digest.micalg());
+    let content_start = signed.len();
+    signed.extend_from_slice(build::RFC822_WRAPPER);
+    let inner_start = signed.len();
+    build::build_inner_into(
+        &mut signed,
         &InnerMessage {
             from,
             to,
@@ -111,18 +120,17 @@ pub fn seal(
         &message_id,
         &date,
     );
-    let wrapped = build::wrap_rfc822(&inner);
-    let signed = smime::sign(&wrapped, signer, opts.digest)?;
+    let copied: Vec<(String, String)> = {
+        let inner = Entity::parse(&signed[inner_start..]);
+        COPIED_HEADERS
+            .iter()
+            .filter_map(|h| inner.header(h).map(|v| (h.to_string(), v.to_string())))
+            .collect()
+    };
+    let signature = smime::sign(&signed[content_start..], signer, opts.digest)?;
+    build::finish_multipart_signed(&mut signed, &boundary, &signature);
     let cms = smime::encrypt(&signed, recipient_certs, &opts.cipher, &opts.key_transport)?;
-    let inner_entity = Entity::parse(&inner);
-    let copied: Vec<(String, String)> = COPIED_HEADERS
-        .iter()
-        .filter_map(|h| {
-            inner_entity
-                .header(h)
-                .map(|v| (h.to_string(), v.to_string()))
-        })
-        .collect();
+    drop(signed);
     let message = build::outer_message(&copied, &cms, opts.cipher.is_aead());
     Ok(Sealed {
         message,

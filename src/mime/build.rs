@@ -42,13 +42,29 @@ fn boundary() -> String {
 
 /// Base64 in lines of 76 characters, each ending CRLF.
 pub fn base64_lines(data: &[u8]) -> Vec<u8> {
-    let enc = base64::engine::general_purpose::STANDARD.encode(data);
-    let mut out = Vec::with_capacity(enc.len() + enc.len() / 76 * 2 + 2);
-    for chunk in enc.as_bytes().chunks(76) {
-        out.extend_from_slice(chunk);
+    let mut out = Vec::with_capacity(base64_lines_len(data.len()));
+    push_base64_lines(&mut out, data);
+    out
+}
+
+/// The length of [`base64_lines`]' output for `n` input bytes.
+pub fn base64_lines_len(n: usize) -> usize {
+    let lines = n.div_ceil(57);
+    n.div_ceil(3) * 4 + lines * 2
+}
+
+/// Append `data` as base64 lines to `out`, without an intermediate copy of the whole encoding.
+pub fn push_base64_lines(out: &mut Vec<u8>, data: &[u8]) {
+    out.reserve(base64_lines_len(data.len()));
+    let mut line = [0u8; 76];
+    for chunk in data.chunks(57) {
+        // 57 input bytes are exactly 76 output characters: the buffer always fits.
+        let n = base64::engine::general_purpose::STANDARD
+            .encode_slice(chunk, &mut line)
+            .expect("76 bytes hold the base64 of 57");
+        out.extend_from_slice(&line[..n]);
         out.extend_from_slice(b"\r\n");
     }
-    out
 }
 
 /// Strip characters that would break a header or a file name.
@@ -59,8 +75,8 @@ fn header_safe(s: &str) -> String {
         .collect()
 }
 
-/// Build the inner RFC 5322 message. Returns its bytes.
-pub fn build_inner(m: &InnerMessage<'_>, message_id: &str, date: &str) -> Vec<u8> {
+/// Append the inner RFC 5322 message to `out` (so it can be built in place inside its wrapper).
+pub fn build_inner_into(out: &mut Vec<u8>, m: &InnerMessage<'_>, message_id: &str, date: &str) {
     let to =
         m.to.iter()
             .map(|a| a.to_string())
@@ -91,8 +107,9 @@ pub fn build_inner(m: &InnerMessage<'_>, message_id: &str, date: &str) -> Vec<u8
     h.push_str(&format!(
         "Content-Type: multipart/mixed; boundary=\"{b}\"\r\n\r\n"
     ));
-    let mut out = h.into_bytes();
-    let mut part = |headers: String, body: &[u8]| {
+    out.reserve(h.len() + base64_lines_len(m.payload.len()) + 2048);
+    out.extend_from_slice(h.as_bytes());
+    let part = |out: &mut Vec<u8>, headers: String, body: &[u8]| {
         out.extend_from_slice(format!("--{b}\r\n").as_bytes());
         out.extend_from_slice(headers.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -104,6 +121,7 @@ pub fn build_inner(m: &InnerMessage<'_>, message_id: &str, date: &str) -> Vec<u8
         "This Direct message carries an attachment.\r\n"
     };
     part(
+        out,
         "Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: 7bit\r\n".into(),
         note.as_bytes(),
     );
@@ -114,6 +132,7 @@ pub fn build_inner(m: &InnerMessage<'_>, message_id: &str, date: &str) -> Vec<u8
                 message_id
             );
             part(
+                out,
                 format!(
                     "Content-Type: text/plain; charset=us-ascii; name=metadata.txt\r\n\
                      Content-ID: <{context_cid}>\r\n\
@@ -127,32 +146,38 @@ pub fn build_inner(m: &InnerMessage<'_>, message_id: &str, date: &str) -> Vec<u8
         Some(t) => header_safe(t),
     };
     part(
+        out,
         format!(
             "Content-Type: {payload_type}; name=\"{filename}\"\r\n\
              Content-Disposition: attachment; filename=\"{filename}\"\r\n\
              Content-Transfer-Encoding: base64\r\n"
         ),
-        &base64_lines(m.payload),
+        &[],
     );
+    push_base64_lines(out, m.payload);
     out.extend_from_slice(format!("--{b}--\r\n").as_bytes());
-    out
 }
 
-/// RFC 5751 §3.1 wrapping: the whole message as a message/rfc822 entity.
-pub fn wrap_rfc822(inner: &[u8]) -> Vec<u8> {
-    let mut out = b"Content-Type: message/rfc822\r\n\r\n".to_vec();
-    out.extend_from_slice(inner);
-    out
-}
+/// The header that makes an entity an RFC 5751 §3.1 wrapper (message/rfc822).
+pub const RFC822_WRAPPER: &[u8] = b"Content-Type: message/rfc822\r\n\r\n";
 
-/// A detached multipart/signed entity around `content` (already canonical) and its signature.
-pub fn multipart_signed(content: &[u8], signature_der: &[u8], micalg: &str) -> Vec<u8> {
+/// Start a detached multipart/signed entity in `out`: its header and the first delimiter. The
+/// signed content is appended next, then [`finish_multipart_signed`] closes it. Returns the
+/// boundary.
+pub fn begin_multipart_signed(out: &mut Vec<u8>, micalg: &str) -> String {
     let b = boundary();
-    let mut out = format!(
-        "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg={micalg}; boundary=\"{b}\"\r\n\r\n--{b}\r\n"
-    )
-    .into_bytes();
-    out.extend_from_slice(content);
+    out.extend_from_slice(
+        format!(
+            "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg={micalg}; boundary=\"{b}\"\r\n\r\n--{b}\r\n"
+        )
+        .as_bytes(),
+    );
+    b
+}
+
+/// Close a multipart/signed entity begun with [`begin_multipart_signed`] with its signature part.
+pub fn finish_multipart_signed(out: &mut Vec<u8>, boundary: &str, signature_der: &[u8]) {
+    let b = boundary;
     out.extend_from_slice(
         format!(
             "\r\n--{b}\r\nContent-Type: application/pkcs7-signature; name=smime.p7s\r\n\
@@ -161,9 +186,8 @@ pub fn multipart_signed(content: &[u8], signature_der: &[u8], micalg: &str) -> V
         )
         .as_bytes(),
     );
-    out.extend_from_slice(&base64_lines(signature_der));
+    push_base64_lines(out, signature_der);
     out.extend_from_slice(format!("--{b}--\r\n").as_bytes());
-    out
 }
 
 /// Headers copied from the inner message to the outer one (the Java RI's list; Subject is not
@@ -204,8 +228,9 @@ pub fn outer_message(copied: &[(String, String)], cms_der: &[u8], authenticated:
          Content-Transfer-Encoding: base64\r\n\
          Content-Disposition: attachment; filename=smime.p7m\r\n\r\n"
     ));
-    let mut bytes = out.into_bytes();
-    bytes.extend_from_slice(&base64_lines(cms_der));
+    let mut bytes = Vec::with_capacity(out.len() + base64_lines_len(cms_der.len()));
+    bytes.extend_from_slice(out.as_bytes());
+    push_base64_lines(&mut bytes, cms_der);
     bytes
 }
 
@@ -228,7 +253,13 @@ mod tests {
             request_mdn: true,
             extra_headers: &[],
         };
-        let bytes = build_inner(&m, "<x@hisp-a.example>", "Sun, 22 Nov 2026 04:00:00 +0000");
+        let mut bytes = Vec::new();
+        build_inner_into(
+            &mut bytes,
+            &m,
+            "<x@hisp-a.example>",
+            "Sun, 22 Nov 2026 04:00:00 +0000",
+        );
         let e = Entity::parse(&bytes);
         let cid = e.header("X-Direct-Context").unwrap().to_string();
         assert!(cid.starts_with('<'));

@@ -32,15 +32,21 @@ pub fn decrypt(cms_bytes: &[u8], ours: &[Credential]) -> Result<Decrypted, Smime
             kind.long_name().unwrap_or("an unknown type")
         )));
     }
-    // OpenSSL re-encodes with definite lengths, which the algorithm reader needs.
-    let der = cms.to_der().map_err(|e| SmimeError::Malformed {
-        layer: "envelope",
-        detail: e.to_string(),
-    })?;
-    let cipher = content_encryption(&der).ok_or_else(|| SmimeError::Malformed {
-        layer: "envelope",
-        detail: "no content-encryption algorithm".into(),
-    })?;
+    // The algorithm reader needs definite lengths: DER input is read as it is; indefinite-length
+    // BER (as OpenSSL and BouncyCastle peers stream it) is re-encoded by OpenSSL first.
+    let cipher = match content_encryption(cms_bytes) {
+        Some(c) => c,
+        None => {
+            let der = cms.to_der().map_err(|e| SmimeError::Malformed {
+                layer: "envelope",
+                detail: e.to_string(),
+            })?;
+            content_encryption(&der).ok_or_else(|| SmimeError::Malformed {
+                layer: "envelope",
+                detail: "no content-encryption algorithm".into(),
+            })?
+        }
+    };
     if !cipher.accepted() {
         return Err(SmimeError::WeakCipher(cipher.name()));
     }

@@ -331,7 +331,7 @@ pub struct SignerOutcome {
 /// The result of checking every SignerInfo of a SignedData.
 pub struct SignedContent {
     pub signers: Vec<SignerOutcome>,
-    /// The signed content (the detached content given, or the encapsulated one).
+    /// The encapsulated content (empty for a detached signature: the caller has that content).
     pub content: Vec<u8>,
     /// Every certificate the SignedData carried (signers and intermediates).
     pub certs: Vec<X509>,
@@ -410,7 +410,10 @@ pub fn verify_signers(
         loop {
             let n = sys::BIO_read(chain, buf.as_mut_ptr() as *mut c_void, buf.len() as c_int);
             if n > 0 {
-                content.extend_from_slice(&buf[..n as usize]);
+                // Detached content is the caller's already; only encapsulated content is kept.
+                if dcont.is_none() {
+                    content.extend_from_slice(&buf[..n as usize]);
+                }
             } else {
                 // Memory BIOs return 0 at the end of the data; below zero is a digest failure.
                 read_failed = n < 0;
