@@ -42,22 +42,26 @@ pub struct Verified {
 /// Decode base64 that may be wrapped in lines.
 pub(crate) fn decode_base64(body: &[u8], what: &'static str) -> Result<Vec<u8>, SmimeError> {
     // Decoded in 4 KiB runs of non-space characters, so a large body is not copied whole first.
-    const RUN: usize = 4096; // a multiple of 4: padding can only appear in the last run
+    const RUN: usize = 4096; // decoded in whole quads; what is left waits for the next line
     let engine = &base64::engine::general_purpose::STANDARD;
     let bad = |e: base64::DecodeError| SmimeError::Malformed {
         layer: what,
         detail: format!("base64 is invalid or truncated: {e}"),
     };
     let mut out = Vec::with_capacity(body.len() / 4 * 3);
-    let mut run = Vec::with_capacity(RUN);
-    for &b in body {
-        if b.is_ascii_whitespace() {
-            continue;
+    let mut run: Vec<u8> = Vec::with_capacity(RUN + 128);
+    // Whole lines are copied at once; only a line with inner white space is filtered byte by byte.
+    for line in body.split(|&b| b == b'\n') {
+        let line = line.trim_ascii();
+        if line.iter().any(|b| b.is_ascii_whitespace()) {
+            run.extend(line.iter().filter(|b| !b.is_ascii_whitespace()));
+        } else {
+            run.extend_from_slice(line);
         }
-        run.push(b);
-        if run.len() == RUN {
-            engine.decode_vec(&run, &mut out).map_err(bad)?;
-            run.clear();
+        if run.len() >= RUN {
+            let whole = run.len() / 4 * 4;
+            engine.decode_vec(&run[..whole], &mut out).map_err(bad)?;
+            run.drain(..whole);
         }
     }
     engine.decode_vec(&run, &mut out).map_err(bad)?;
