@@ -93,6 +93,7 @@ impl Fixture {
                 clock: &SystemClock,
             },
             envelope: Envelope::default(),
+            cache: None,
         };
         open(message, &inputs).expect("open")
     }

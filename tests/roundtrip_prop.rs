@@ -81,6 +81,7 @@ fn round_trip(payload: &[u8], content_type: Option<&str>, kind: PayloadKind) -> 
             clock: &SystemClock,
         },
         envelope: Envelope::default(),
+        cache: None,
     };
     let report = open(&sealed.message, &inputs).expect("open");
     assert_eq!(report.from, "ehr@hisp-a.example");

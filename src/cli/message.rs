@@ -322,6 +322,7 @@ fn run_open(a: OpenArgs) -> i32 {
             clock: clock.as_ref(),
         },
         envelope,
+        cache: None,
     };
     let report = match open(&raw, &inputs) {
         Ok(r) => r,

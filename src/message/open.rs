@@ -11,7 +11,7 @@ use crate::mime::entity::Entity;
 use crate::mime::payload::{self, Payload};
 use crate::smime::algorithms::{ContentCipher, Digest, KeyTransport};
 use crate::smime::{self, SignerReport, SmimeError};
-use crate::trust::{self, Binding, TrustInputs};
+use crate::trust::{self, Binding, TrustInputs, ValidationCache};
 
 /// The SMTP envelope a message arrived with, when known.
 #[derive(Clone, Debug, Default)]
@@ -27,6 +27,8 @@ pub struct OpenInputs<'a> {
     /// Anchors, extra intermediates, CRLs and the clock for signer trust.
     pub trust: TrustInputs<'a>,
     pub envelope: Envelope,
+    /// Remembered validations (a long-running agent keeps one); `None` validates every time.
+    pub cache: Option<&'a ValidationCache>,
 }
 
 /// Why a message was refused, by class. The classes are the exit codes of `message open`.
@@ -221,7 +223,11 @@ pub fn open(raw: &[u8], inputs: &OpenInputs<'_>) -> Result<OpenReport, OpenError
     let mut accepted = None;
     let mut trust_reasons = Vec::new();
     for (report, cert) in &candidates {
-        match trust::validate(cert, &trust_inputs, trust::Purpose::Sign, Some(&sender)) {
+        let result = match inputs.cache {
+            Some(cache) => cache.validate(cert, &trust_inputs, trust::Purpose::Sign, Some(&sender)),
+            None => trust::validate(cert, &trust_inputs, trust::Purpose::Sign, Some(&sender)),
+        };
+        match result {
             Ok(path) => {
                 accepted = Some(AcceptedSigner {
                     subject: trust::describe(cert),

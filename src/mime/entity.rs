@@ -132,10 +132,10 @@ fn split_params(value: &str) -> Vec<String> {
 }
 
 pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || hay.len() < needle.len() {
+    if needle.is_empty() {
         return None;
     }
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// The parts of a multipart body, each exactly as it stands between its delimiters (the CRLF
@@ -144,32 +144,24 @@ pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 pub fn multipart_parts<'a>(body: &'a [u8], boundary: &str) -> Option<Vec<&'a [u8]>> {
     let delim = format!("--{boundary}");
     let mut starts = Vec::new(); // (line start, line end incl. newline)
-    let mut pos = 0;
-    let mut closed = false;
-    while pos < body.len() {
-        let end = body[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(body.len(), |i| pos + i + 1);
-        let line = &body[pos..end];
-        let trimmed = trim_line(line);
-        if trimmed.starts_with(delim.as_bytes()) {
-            let rest = &trimmed[delim.len()..];
-            if rest.starts_with(b"--") {
-                starts.push((pos, end));
-                closed = true;
-                break;
-            }
-            if rest.iter().all(|b| *b == b' ' || *b == b'\t') {
-                starts.push((pos, end));
-            }
+    for pos in memchr::memmem::find_iter(body, delim.as_bytes()) {
+        // A delimiter starts a line.
+        if pos > 0 && body[pos - 1] != b'\n' {
+            continue;
         }
-        pos = end;
+        let end = memchr::memchr(b'\n', &body[pos..]).map_or(body.len(), |i| pos + i + 1);
+        let rest = &trim_line(&body[pos..end])[delim.len()..];
+        if rest.starts_with(b"--") {
+            starts.push((pos, end));
+            break;
+        }
+        if rest.iter().all(|b| *b == b' ' || *b == b'\t') {
+            starts.push((pos, end));
+        }
     }
     if starts.len() < 2 {
         return None;
     }
-    let _ = closed;
     let mut parts = Vec::new();
     for w in starts.windows(2) {
         let (_, content_start) = w[0];
@@ -197,20 +189,21 @@ fn trim_line(line: &[u8]) -> &[u8] {
 /// Convert bare LF line endings to CRLF (S/MIME signs the canonical form). Input that already
 /// uses CRLF is returned unchanged.
 pub fn canonical_crlf(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    let bare_lf = bytes
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'));
-    if !bare_lf {
+    let bare = |i: usize| i == 0 || bytes[i - 1] != b'\r';
+    if !memchr::memchr_iter(b'\n', bytes).any(bare) {
         return std::borrow::Cow::Borrowed(bytes);
     }
     let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 40);
-    for (i, &b) in bytes.iter().enumerate() {
-        if b == b'\n' && (i == 0 || bytes[i - 1] != b'\r') {
+    let mut from = 0;
+    for i in memchr::memchr_iter(b'\n', bytes) {
+        out.extend_from_slice(&bytes[from..i]);
+        if bare(i) {
             out.push(b'\r');
         }
-        out.push(b);
+        out.push(b'\n');
+        from = i + 1;
     }
+    out.extend_from_slice(&bytes[from..]);
     std::borrow::Cow::Owned(out)
 }
 

@@ -5,10 +5,12 @@
 //! [`Clock`]: crate::clock::Clock
 
 mod binding;
+mod cache;
 mod checks;
 mod validate;
 
 pub use binding::{Binding, binding_for};
+pub use cache::ValidationCache;
 pub use checks::{Purpose, check_key_strength, check_key_usage, check_validity};
 pub use validate::{TrustInputs, ValidatedPath, validate};
 

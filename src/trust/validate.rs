@@ -32,7 +32,7 @@ pub struct TrustInputs<'a> {
 }
 
 /// A certificate found trustworthy, with its path (leaf first, anchor last) and binding.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ValidatedPath {
     pub chain: Vec<X509>,
     pub binding: Option<Binding>,
