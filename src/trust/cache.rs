@@ -103,10 +103,14 @@ impl ValidationCache {
         let Some(k) = key(cert, inputs, purpose, address) else {
             return validate(cert, inputs, purpose, address);
         };
-        if let Ok(entries) = self.entries.lock() {
-            if let Some(e) = entries.get(&k).filter(|e| e.from <= now && now <= e.until) {
-                return Ok(e.path.clone());
-            }
+        let hit = self.entries.lock().ok().and_then(|entries| {
+            entries
+                .get(&k)
+                .filter(|e| e.from <= now && now <= e.until)
+                .map(|e| e.path.clone())
+        });
+        if let Some(path) = hit {
+            return Ok(path);
         }
         let path = validate(cert, inputs, purpose, address)?;
         let mut from = i64::MIN;
