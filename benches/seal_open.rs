@@ -17,7 +17,7 @@ use direct_agent::address::DirectAddress;
 use direct_agent::clock::SystemClock;
 use direct_agent::credential::{Credential, load_certificates};
 use direct_agent::message::{Envelope, OpenInputs, SealOptions, open, seal};
-use direct_agent::trust::TrustInputs;
+use direct_agent::trust::{TrustInputs, ValidationCache};
 use openssl::hash::{MessageDigest, hash};
 use openssl::md::Md;
 use openssl::pkey_ctx::PkeyCtx;
@@ -41,6 +41,10 @@ struct Fixture {
     recipient: Credential,
     recipient_certs: Vec<X509>,
     anchors: Vec<X509>,
+    /// Validations remembered across messages, as a running agent keeps them.
+    cache: ValidationCache,
+    /// Whether `open` uses the cache (warm) or validates every time (cold).
+    warm: std::cell::Cell<bool>,
 }
 
 impl Fixture {
@@ -65,6 +69,8 @@ impl Fixture {
             signer,
             recipient,
             anchors,
+            cache: ValidationCache::new(),
+            warm: std::cell::Cell::new(true),
         }
     }
 
@@ -93,7 +99,7 @@ impl Fixture {
                 clock: &SystemClock,
             },
             envelope: Envelope::default(),
-            cache: None,
+            cache: self.warm.get().then_some(&self.cache),
         };
         open(message, &inputs).expect("open")
     }
@@ -238,52 +244,65 @@ fn vm_hwm_kib() -> u64 {
         .expect("VmHWM in /proc/self/status")
 }
 
-/// Child mode: only the 20 MiB seal+open, printing `baseline_kib peak_kib` on one line.
-fn memory_child() {
+/// A deterministic 20 MiB payload (xorshift), so the open child can check it without a copy.
+fn big_payload() -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..BIG_PAYLOAD)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Child mode `seal:FILE` or `open:FILE`: one 20 MiB operation, printing `baseline_kib peak_kib`.
+/// Each figure counts the operation's own input and output buffers: for seal the 20 MiB payload
+/// and the ~37 MiB message; for open the message and the report holding the payload.
+fn memory_child(mode: &str) {
     let fx = Fixture::load();
-    let baseline = vm_hwm_kib();
-    let mut payload = vec![0u8; BIG_PAYLOAD];
-    openssl::rand::rand_bytes(&mut payload).expect("random payload");
     let opts = SealOptions {
         content_type: Some("application/octet-stream".into()),
         filename: "payload.bin".into(),
         ..SealOptions::default()
     };
-    let sealed = fx.seal(&payload, &opts);
-    let report = fx.open(&sealed);
-    assert!(
-        report.payloads.iter().any(|p| p.data == payload),
-        "the 20 MiB payload did not round-trip"
-    );
-    let peak = vm_hwm_kib();
-    black_box((&sealed, &report));
-    println!("{baseline} {peak}");
+    let baseline = vm_hwm_kib();
+    if let Some(path) = mode.strip_prefix("seal:") {
+        let payload = big_payload();
+        let sealed = fx.seal(&payload, &opts);
+        let peak = vm_hwm_kib();
+        std::fs::write(path, &sealed).expect("write the sealed message");
+        println!("{baseline} {peak}");
+    } else if let Some(path) = mode.strip_prefix("open:") {
+        let message = std::fs::read(path).expect("read the sealed message");
+        let report = fx.open(&message);
+        let peak = vm_hwm_kib();
+        drop(message);
+        let expected = big_payload();
+        assert!(
+            report.payloads.iter().any(|p| p.data == expected),
+            "the 20 MiB payload did not round-trip"
+        );
+        println!("{baseline} {peak}");
+    }
 }
 
-fn memory_parent() {
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            println!("peak memory for 20 MiB payload: could not find this executable: {e}");
-            return;
-        }
-    };
-    let out = Command::new(exe).env(MEM_ENV, "1").output();
-    let o = match out {
-        Ok(o) if o.status.success() => o,
-        Ok(o) => {
-            println!(
-                "peak memory for 20 MiB payload: child failed ({}): {}",
-                o.status,
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-            return;
-        }
-        Err(e) => {
-            println!("peak memory for 20 MiB payload: could not start the child: {e}");
-            return;
-        }
-    };
+/// Run one memory child and return its (baseline, peak) in KiB.
+fn run_memory_child(mode: &str) -> Result<(u64, u64), String> {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("could not find this executable: {e}"))?;
+    let o = Command::new(exe)
+        .env(MEM_ENV, mode)
+        .output()
+        .map_err(|e| format!("could not start the child: {e}"))?;
+    if !o.status.success() {
+        return Err(format!(
+            "child failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
+    }
     let text = String::from_utf8_lossy(&o.stdout);
     let nums: Vec<u64> = text
         .lines()
@@ -292,26 +311,45 @@ fn memory_parent() {
         .split_whitespace()
         .filter_map(|s| s.parse().ok())
         .collect();
-    let [baseline, peak] = nums[..] else {
-        println!("peak memory for 20 MiB payload: unexpected child output: {text}");
+    match nums[..] {
+        [baseline, peak] => Ok((baseline, peak)),
+        _ => Err(format!("unexpected child output: {text}")),
+    }
+}
+
+fn memory_parent() {
+    let dir = std::env::temp_dir().join(format!("direct-agent-bench-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        println!(
+            "peak memory for 20 MiB payload: cannot create {}: {e}",
+            dir.display()
+        );
         return;
-    };
+    }
+    let file = dir.join("sealed.eml");
     let mib = |kib: u64| kib as f64 / 1024.0;
     let payload_mib = BIG_PAYLOAD as f64 / (1024.0 * 1024.0);
-    let delta = mib(peak.saturating_sub(baseline));
-    println!(
-        "peak memory for 20 MiB payload: {delta:.1} MiB (= {:.1} x payload; target < 4x) \
-         [VmHWM {:.1} MiB after seal+open, {:.1} MiB before the payload was allocated; \
-         the figure includes the caller's own 20 MiB payload buffer]",
-        delta / payload_mib,
-        mib(peak),
-        mib(baseline),
-    );
+    for op in ["seal", "open"] {
+        match run_memory_child(&format!("{op}:{}", file.display())) {
+            Ok((baseline, peak)) => {
+                let delta = mib(peak.saturating_sub(baseline));
+                println!(
+                    "peak memory, {op} of a 20 MiB payload: {delta:.1} MiB (= {:.1} x payload; target < 4x) \
+                     [VmHWM {:.1} MiB, {:.1} MiB before; includes the operation's input and output buffers]",
+                    delta / payload_mib,
+                    mib(peak),
+                    mib(baseline),
+                );
+            }
+            Err(e) => println!("peak memory, {op} of a 20 MiB payload: {e}"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn main() {
-    if std::env::var_os(MEM_ENV).is_some() {
-        memory_child();
+    if let Ok(mode) = std::env::var(MEM_ENV) {
+        memory_child(&mode);
         return;
     }
 
@@ -329,15 +367,25 @@ fn main() {
 
     println!();
     println!("== plain comparison (one core) ==");
-    let (msg_rate, msgs) = seal_open_rate(&fx, &payload, Duration::from_secs(3));
     let (rsa_rate, ops) = rsa_private_rate(&fx, Duration::from_secs(2));
+    for (label, warm) in [
+        ("warm (signer validation cached, steady traffic)", true),
+        ("cold (every signer validated from scratch)", false),
+    ] {
+        fx.warm.set(warm);
+        let (msg_rate, msgs) = seal_open_rate(&fx, &payload, Duration::from_secs(3));
+        println!(
+            "seal+open, {label}: {msg_rate:.1} msg/s ({:.3} ms per message); \
+             cost = {:.2} RSA-2048 private-key operations per message (target <= 3.0 = 1.5x two)",
+            1000.0 / msg_rate,
+            rsa_rate / msg_rate,
+        );
+        println!("  ({msgs} seal+open round trips)");
+    }
+    fx.warm.set(true);
     println!(
-        "seal+open: {msg_rate:.1} msg/s ({:.3} ms per message); RSA-2048 private ops: {rsa_rate:.1}/s; \
-         cost = {:.2} private-key operations per message (target <= 3.0 = 1.5x two RSA ops)",
-        1000.0 / msg_rate,
-        rsa_rate / msg_rate,
+        "RSA-2048 private ops in this process: {rsa_rate:.1}/s ({ops} signatures over a SHA-256 digest)"
     );
-    println!("  ({msgs} seal+open round trips, {ops} RSA-2048 signatures over a SHA-256 digest)");
     openssl_speed();
 
     println!();

@@ -148,8 +148,7 @@ pub fn open(raw: &[u8], inputs: &OpenInputs<'_>) -> Result<OpenReport, OpenError
     if cms.is_empty() {
         return Err(OpenError::Malformed("the smime.p7m body is empty".into()));
     }
-    let decrypted = smime::decrypt(&cms, inputs.ours).map_err(smime_decrypt_error)?;
-    drop(cms);
+    let decrypted = smime::decrypt(cms, inputs.ours).map_err(smime_decrypt_error)?;
     let smime::Decrypted {
         content,
         cipher,

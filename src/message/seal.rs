@@ -129,8 +129,7 @@ pub fn seal(
     };
     let signature = smime::sign(&signed[content_start..], signer, opts.digest)?;
     build::finish_multipart_signed(&mut signed, &boundary, &signature);
-    let cms = smime::encrypt(&signed, recipient_certs, &opts.cipher, &opts.key_transport)?;
-    drop(signed);
+    let cms = smime::encrypt(signed, recipient_certs, &opts.cipher, &opts.key_transport)?;
     let message = build::outer_message(&copied, &cms, opts.cipher.is_aead());
     Ok(Sealed {
         message,

@@ -85,7 +85,9 @@ pub fn extract(message: &[u8]) -> Option<Vec<Payload>> {
             .trim_end_matches('>')
             .to_string()
     });
-    let mut out = Vec::new();
+    // First decide which parts are payloads (borrowing), then move their decoded bodies out of
+    // the parser's message so a large payload is not copied once more.
+    let mut chosen = Vec::new();
     for (i, part) in parsed.parts.iter().enumerate() {
         if matches!(part.body, PartType::Multipart(_) | PartType::Message(_)) {
             continue;
@@ -98,7 +100,7 @@ pub fn extract(message: &[u8]) -> Option<Vec<Payload>> {
             })
             .unwrap_or_else(|| "text/plain".into());
         let filename = part.attachment_name().map(|s| s.to_string());
-        let data = part.contents().to_vec();
+        let data = part.contents();
         let cid = part
             .content_id()
             .map(|c| c.trim_start_matches('<').trim_end_matches('>').to_string());
@@ -113,13 +115,13 @@ pub fn extract(message: &[u8]) -> Option<Vec<Payload>> {
                 && filename
                     .as_deref()
                     .is_some_and(|f| f.to_ascii_lowercase().ends_with(".hl7"))
-                && looks_like_hl7(&data)
+                && looks_like_hl7(data)
         {
             PayloadKind::Hl7v2
         } else if (mime == "application/zip"
             || mime == "application/octet-stream"
             || mime == "application/x-zip-compressed")
-            && looks_like_xdm(&data)
+            && looks_like_xdm(data)
         {
             PayloadKind::Xdm
         } else if is_attachment && i > 0 {
@@ -127,14 +129,28 @@ pub fn extract(message: &[u8]) -> Option<Vec<Payload>> {
         } else {
             continue;
         };
-        out.push(Payload {
-            kind,
-            content_type: mime,
-            filename,
-            size: data.len(),
-            data,
-        });
+        chosen.push((i, kind, mime, filename));
     }
+    let mut parts = parsed.parts;
+    let out = chosen
+        .into_iter()
+        .map(|(i, kind, content_type, filename)| {
+            let body = std::mem::replace(&mut parts[i].body, PartType::Binary(Default::default()));
+            let data = match body {
+                PartType::Binary(c) | PartType::InlineBinary(c) => c.into_owned(),
+                PartType::Text(t) | PartType::Html(t) => t.into_owned().into_bytes(),
+                // Multipart and message parts were skipped above.
+                _ => Vec::new(),
+            };
+            Payload {
+                kind,
+                content_type,
+                filename,
+                size: data.len(),
+                data,
+            }
+        })
+        .collect();
     Some(out)
 }
 

@@ -19,8 +19,8 @@ pub struct Decrypted {
 }
 
 /// Decrypt a DER/BER CMS EnvelopedData or AuthEnvelopedData with whichever credential matches.
-pub fn decrypt(cms_bytes: &[u8], ours: &[Credential]) -> Result<Decrypted, SmimeError> {
-    let cms = CmsContentInfo::from_der(cms_bytes).map_err(|e| SmimeError::Malformed {
+pub fn decrypt(cms_bytes: Vec<u8>, ours: &[Credential]) -> Result<Decrypted, SmimeError> {
+    let cms = CmsContentInfo::from_der(&cms_bytes).map_err(|e| SmimeError::Malformed {
         layer: "envelope (application/pkcs7-mime)",
         detail: e.to_string(),
     })?;
@@ -34,7 +34,7 @@ pub fn decrypt(cms_bytes: &[u8], ours: &[Credential]) -> Result<Decrypted, Smime
     }
     // The algorithm reader needs definite lengths: DER input is read as it is; indefinite-length
     // BER (as OpenSSL and BouncyCastle peers stream it) is re-encoded by OpenSSL first.
-    let cipher = match content_encryption(cms_bytes) {
+    let cipher = match content_encryption(&cms_bytes) {
         Some(c) => c,
         None => {
             let der = cms.to_der().map_err(|e| SmimeError::Malformed {
@@ -50,6 +50,9 @@ pub fn decrypt(cms_bytes: &[u8], ours: &[Credential]) -> Result<Decrypted, Smime
     if !cipher.accepted() {
         return Err(SmimeError::WeakCipher(cipher.name()));
     }
+    // OpenSSL holds its own parsed copy from here on.
+    let expected_len = cms_bytes.len();
+    drop(cms_bytes);
     let mut matched = None;
     for cred in ours {
         if let Some(alg) = ffi::key_transport_algorithm(&cms, &cred.cert) {
@@ -62,7 +65,7 @@ pub fn decrypt(cms_bytes: &[u8], ours: &[Credential]) -> Result<Decrypted, Smime
         // Key agreement (EC) recipients are not key-transport infos; let OpenSSL try each key.
         None => {
             for cred in ours {
-                if let Ok(content) = cms.decrypt(&cred.key, &cred.cert) {
+                if let Ok(content) = ffi::decrypt(&cms, &cred.key, &cred.cert, expected_len) {
                     return Ok(Decrypted {
                         content,
                         cipher,

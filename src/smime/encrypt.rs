@@ -8,7 +8,7 @@ use super::ffi::{self, RsaTransport};
 
 /// Encrypt `entity` to `recipients`; returns the CMS as DER.
 pub fn encrypt(
-    entity: &[u8],
+    entity: Vec<u8>,
     recipients: &[X509],
     cipher: &ContentCipher,
     transport: &KeyTransport,

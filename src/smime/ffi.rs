@@ -126,6 +126,118 @@ impl Drop for ReadBio<'_> {
     }
 }
 
+/// A write-only BIO that appends to a Rust `Vec`, so OpenSSL's output (a decrypted 20 MiB message)
+/// lands in its final buffer once instead of in a memory BIO and then a copy.
+struct VecBio {
+    bio: *mut sys::BIO,
+    method: *mut sys::BIO_METHOD,
+    // Boxed so its address stays put while the VecBio value moves: OpenSSL holds the pointer.
+    #[allow(clippy::box_collection)]
+    out: Box<Vec<u8>>,
+}
+
+unsafe extern "C" fn vec_bio_write(
+    b: *mut sys::BIO,
+    data: *const std::ffi::c_char,
+    len: c_int,
+) -> c_int {
+    if len <= 0 || data.is_null() {
+        return 0;
+    }
+    // SAFETY: the data pointer was set by VecBio::new to its boxed Vec, which outlives the BIO;
+    // OpenSSL passes `len` readable bytes at `data`.
+    unsafe {
+        let out = sys::BIO_get_data(b) as *mut Vec<u8>;
+        if out.is_null() {
+            return -1;
+        }
+        (*out).extend_from_slice(std::slice::from_raw_parts(data as *const u8, len as usize));
+    }
+    len
+}
+
+unsafe extern "C" fn vec_bio_ctrl(
+    _b: *mut sys::BIO,
+    cmd: c_int,
+    _num: std::ffi::c_long,
+    _ptr: *mut c_void,
+) -> std::ffi::c_long {
+    // Flush succeeds (there is nothing to flush); every other control is unsupported.
+    if cmd == sys::BIO_CTRL_FLUSH { 1 } else { 0 }
+}
+
+unsafe extern "C" fn vec_bio_create(b: *mut sys::BIO) -> c_int {
+    // SAFETY: `b` is the BIO being created by BIO_new.
+    unsafe { sys::BIO_set_init(b, 1) };
+    1
+}
+
+unsafe extern "C" fn vec_bio_destroy(_b: *mut sys::BIO) -> c_int {
+    1
+}
+
+impl VecBio {
+    fn with_capacity(capacity: usize) -> Result<Self, ErrorStack> {
+        // SAFETY: a fresh method table and BIO, owned by the returned value and freed in Drop;
+        // the data pointer is the boxed Vec, whose address is stable for the BIO's life.
+        unsafe {
+            let method = sys::BIO_meth_new(sys::BIO_TYPE_NONE, c"direct-agent vec".as_ptr());
+            if method.is_null() {
+                return Err(ErrorStack::get());
+            }
+            sys::BIO_meth_set_write__fixed_rust(method, Some(vec_bio_write));
+            sys::BIO_meth_set_ctrl__fixed_rust(method, Some(vec_bio_ctrl));
+            sys::BIO_meth_set_create__fixed_rust(method, Some(vec_bio_create));
+            sys::BIO_meth_set_destroy__fixed_rust(method, Some(vec_bio_destroy));
+            let bio = sys::BIO_new(method);
+            if bio.is_null() {
+                sys::BIO_meth_free(method);
+                return Err(ErrorStack::get());
+            }
+            let mut out = Box::new(Vec::with_capacity(capacity));
+            sys::BIO_set_data(bio, &mut *out as *mut Vec<u8> as *mut c_void);
+            Ok(VecBio { bio, method, out })
+        }
+    }
+
+    fn into_vec(mut self) -> Vec<u8> {
+        std::mem::take(&mut *self.out)
+    }
+}
+
+impl Drop for VecBio {
+    fn drop(&mut self) {
+        // SAFETY: both were created in VecBio::new and are freed exactly once, the BIO first.
+        unsafe {
+            BIO_free(self.bio);
+            sys::BIO_meth_free(self.method);
+        }
+    }
+}
+
+/// Decrypt with `key` for the recipient `cert`, writing the content straight into a `Vec` sized
+/// for `expected_len` bytes (the ciphertext's length is a good guess).
+pub fn decrypt(
+    cms: &CmsContentInfoRef,
+    key: &PKeyRef<Private>,
+    cert: &X509Ref,
+    expected_len: usize,
+) -> Result<Vec<u8>, ErrorStack> {
+    let out = VecBio::with_capacity(expected_len)?;
+    // SAFETY: all pointers are live for the call; the output BIO only appends to its Vec.
+    unsafe {
+        check(sys::CMS_decrypt(
+            cms.as_ptr(),
+            key.as_ptr(),
+            cert.as_ptr(),
+            ptr::null_mut(),
+            out.bio,
+            0,
+        ))?;
+    }
+    Ok(out.into_vec())
+}
+
 fn too_large() -> ErrorStack {
     // An ErrorStack cannot be built from a message; an empty stack is the closest honest value.
     // Callers check sizes before this (the SMTP size limit is far below 2 GiB).
@@ -198,13 +310,12 @@ pub enum RsaTransport {
 /// `content` to every certificate in `recipients`. RSA recipients use `transport`; other key types
 /// use OpenSSL's default for them.
 pub fn encrypt(
-    content: &[u8],
+    content: Vec<u8>,
     recipients: &[X509],
     cipher: Cipher,
     transport: RsaTransport,
 ) -> Result<Vec<u8>, ErrorStack> {
     let flags = sys::CMS_BINARY | sys::CMS_PARTIAL;
-    let data = ReadBio::new(content)?;
     // SAFETY: with CMS_PARTIAL and no recipients, CMS_encrypt returns a fresh owned structure (or
     // null); a null certificate stack is allowed (it adds no recipients).
     let cms = unsafe {
@@ -240,10 +351,15 @@ pub fn encrypt(
             }
         }
     }
-    // SAFETY: cms and the data BIO are live for the call.
-    unsafe {
-        check(CMS_final(cms.as_ptr(), data.bio, ptr::null_mut(), flags))?;
+    {
+        let data = ReadBio::new(&content)?;
+        // SAFETY: cms and the data BIO are live for the call.
+        unsafe {
+            check(CMS_final(cms.as_ptr(), data.bio, ptr::null_mut(), flags))?;
+        }
     }
+    // The plaintext is not needed once OpenSSL holds the ciphertext.
+    drop(content);
     cms.to_der()
 }
 
