@@ -25,8 +25,10 @@
 pub mod address;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod credential;
 pub mod message;
 pub mod mime;
 pub mod smime;
+pub mod store;
 pub mod trust;

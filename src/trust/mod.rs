@@ -7,6 +7,7 @@
 mod binding;
 mod cache;
 mod checks;
+pub mod fetch;
 mod validate;
 
 pub use binding::{Binding, binding_for};

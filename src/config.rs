@@ -1,0 +1,339 @@
+//! The agent's configuration file (TOML): `[agent]`, `[trust]` and `[[domain]]`. Every key is
+//! documented in docs/configuration.md; `config/direct-agent.toml` is the example.
+//!
+//! Relative paths in the file are resolved against the file's own directory, so a configuration
+//! can be moved together with its keys.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Environment variable naming the configuration file when `--config` is not given.
+pub const CONFIG_ENV: &str = "DIRECT_AGENT_CONFIG";
+/// The configuration file used when neither `--config` nor the environment names one.
+pub const DEFAULT_CONFIG: &str = "config/direct-agent.toml";
+
+/// Why the configuration could not be used; names the file and the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error(
+        "cannot read the configuration {path}: {source} (give one with --config FILE or {CONFIG_ENV})"
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// TOML syntax or a key of the wrong type.
+    #[error("configuration {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value that parses but cannot be used.
+    #[error("configuration {path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub agent: AgentConfig,
+    #[serde(default)]
+    pub trust: TrustConfig,
+    #[serde(default, rename = "domain")]
+    pub domains: Vec<DomainConfig>,
+    /// Where the file was read from (set by [`Config::load`]).
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// `[agent]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Directory for the store (trust anchors, bundles, caches). Default `var`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            data_dir: default_data_dir(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("var")
+}
+
+/// How revocation is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevocationPolicy {
+    /// A certificate whose CRL cannot be had is refused (production default).
+    #[default]
+    Require,
+    /// A CRL that cannot be fetched is logged and the certificate accepted (the Java RI's
+    /// soft-fail).
+    BestEffort,
+    /// No revocation checking. Insecure: only for isolated test set-ups.
+    Off,
+}
+
+/// `[trust]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// `require` (default), `best-effort` or `off`.
+    #[serde(default)]
+    pub revocation: RevocationPolicy,
+    /// Fetch missing intermediates through AIA caIssuers. Default true.
+    #[serde(default = "yes")]
+    pub aia: bool,
+    /// Timeout for each CRL, AIA or bundle fetch, e.g. "10s". Default 10 s.
+    #[serde(default = "default_fetch_timeout")]
+    pub fetch_timeout: String,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        TrustConfig {
+            revocation: RevocationPolicy::default(),
+            aia: true,
+            fetch_timeout: default_fetch_timeout(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_fetch_timeout() -> String {
+    "10s".into()
+}
+
+/// What a credential is used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Usage {
+    Sign,
+    Encrypt,
+    #[default]
+    Both,
+}
+
+/// One private key with its certificate (`[[domain.credential]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    /// PEM key (PKCS#8 or PKCS#1) or PKCS#12 file.
+    pub key: PathBuf,
+    /// Certificate followed by its chain (PEM); optional with PKCS#12.
+    pub cert: Option<PathBuf>,
+    /// Environment variable holding the PKCS#12 password.
+    pub password_env: Option<String>,
+    /// `sign`, `encrypt` or `both` (default).
+    #[serde(default)]
+    pub usage: Usage,
+}
+
+/// `[[domain]]`: a health domain this agent serves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainConfig {
+    /// The health domain, e.g. `hisp-b.example`.
+    pub name: String,
+    /// Our keys and certificates for this domain.
+    #[serde(default, rename = "credential")]
+    pub credentials: Vec<CredentialConfig>,
+    /// Extra intermediate certificates offered to path building (PEM files).
+    #[serde(default)]
+    pub intermediates: Vec<PathBuf>,
+    /// Certificate policy OIDs of which a partner's certificate must carry at least one.
+    #[serde(default)]
+    pub required_policies: Vec<String>,
+}
+
+impl Config {
+    /// Resolve which file to read: the flag, else `DIRECT_AGENT_CONFIG`, else the default.
+    pub fn locate(flag: Option<&Path>) -> PathBuf {
+        match flag {
+            Some(p) => p.to_path_buf(),
+            None => std::env::var_os(CONFIG_ENV)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
+        }
+    }
+
+    /// Read and check a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = Config::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        cfg.resolve_paths(&base);
+        cfg.source = path.to_path_buf();
+        Ok(cfg)
+    }
+
+    /// Parse configuration text; `path` is used in messages only. Paths stay as written.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        cfg.check(path)?;
+        Ok(cfg)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        parse_duration(&self.trust.fetch_timeout).ok_or_else(|| {
+            invalid(
+                "trust.fetch_timeout".into(),
+                format!(
+                    "'{}' is not a duration (use e.g. \"10s\", \"500ms\", \"2m\")",
+                    self.trust.fetch_timeout
+                ),
+            )
+        })?;
+        let mut seen = std::collections::HashSet::new();
+        for (i, d) in self.domains.iter().enumerate() {
+            let key = format!("domain[{i}].name");
+            let name = d.name.trim().trim_end_matches('.');
+            if name.is_empty()
+                || !name.contains('.')
+                || !name.split('.').all(|l| {
+                    !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                })
+            {
+                return Err(invalid(key, format!("'{}' is not a domain name", d.name)));
+            }
+            if !seen.insert(name.to_ascii_lowercase()) {
+                return Err(invalid(
+                    key,
+                    format!("domain {} is configured twice", d.name),
+                ));
+            }
+            for (j, oid) in d.required_policies.iter().enumerate() {
+                if oid.parse::<der::asn1::ObjectIdentifier>().is_err() {
+                    return Err(invalid(
+                        format!("domain[{i}].required_policies[{j}]"),
+                        format!(
+                            "'{oid}' is not an OID (dotted digits, e.g. 1.3.6.1.4.1.41179.0.1)"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.agent.data_dir);
+        for d in &mut self.domains {
+            for c in &mut d.credentials {
+                fix(&mut c.key);
+                if let Some(cert) = c.cert.as_mut() {
+                    fix(cert);
+                }
+            }
+            for p in &mut d.intermediates {
+                fix(p);
+            }
+        }
+    }
+
+    /// The `[[domain]]` entry for `name`, ignoring case.
+    pub fn domain(&self, name: &str) -> Option<&DomainConfig> {
+        self.domains
+            .iter()
+            .find(|d| d.name.trim_end_matches('.').eq_ignore_ascii_case(name))
+    }
+
+    /// The fetch timeout (checked when loading).
+    pub fn fetch_timeout(&self) -> Duration {
+        parse_duration(&self.trust.fetch_timeout).unwrap_or(Duration::from_secs(10))
+    }
+}
+
+/// Parse "500ms", "10s", "2m", "1h", "24h" (also a bare number of seconds).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let d = match unit.trim() {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
+        "d" => Duration::from_secs(n.checked_mul(86_400)?),
+        _ => return None,
+    };
+    Some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/direct-agent.toml");
+        let cfg = Config::load(&path).expect("the example configuration loads");
+        assert!(cfg.domain("HISP-B.example").is_some());
+        assert!(cfg.agent.data_dir.is_absolute() || cfg.agent.data_dir.starts_with("config"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e =
+            Config::parse("[trust]\nfetch_timeout = \"soon\"\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("trust.fetch_timeout"), "{e}");
+        let e = Config::parse("[[domain]]\nname = \"nodots\"\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("domain[0].name"), "{e}");
+        let e =
+            Config::parse("[trust]\nrevocation = \"maybe\"\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("revocation"), "{e}");
+        let e = Config::parse("[agent]\ndata_dri = \"x\"\n", Path::new("x.toml")).unwrap_err();
+        assert!(
+            e.to_string().contains("data_dri"),
+            "unknown keys are refused: {e}"
+        );
+        let e = Config::parse(
+            "[[domain]]\nname = \"a.example\"\nrequired_policies = [\"x.y\"]\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("required_policies[0]"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("ten"), None);
+    }
+}
