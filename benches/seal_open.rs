@@ -93,10 +93,9 @@ impl Fixture {
         let inputs = OpenInputs {
             ours,
             trust: TrustInputs {
-                anchors: &self.anchors,
                 intermediates: &[],
                 crls: &[],
-                clock: &SystemClock,
+                ..TrustInputs::offline(&self.anchors, &SystemClock)
             },
             envelope: Envelope::default(),
             cache: self.warm.get().then_some(&self.cache),

@@ -75,10 +75,9 @@ fn round_trip(payload: &[u8], content_type: Option<&str>, kind: PayloadKind) -> 
     let inputs = OpenInputs {
         ours: &f.recipient,
         trust: TrustInputs {
-            anchors: &f.anchors,
             intermediates: &[],
             crls: &[],
-            clock: &SystemClock,
+            ..TrustInputs::offline(&f.anchors, &SystemClock)
         },
         envelope: Envelope::default(),
         cache: None,

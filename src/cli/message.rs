@@ -316,10 +316,9 @@ fn run_open(a: OpenArgs) -> i32 {
     let inputs = OpenInputs {
         ours: &ours,
         trust: TrustInputs {
-            anchors: &anchors,
             intermediates: &intermediates,
             crls: &crls,
-            clock: clock.as_ref(),
+            ..TrustInputs::offline(&anchors, clock.as_ref())
         },
         envelope,
         cache: None,

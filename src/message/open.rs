@@ -214,10 +214,8 @@ pub fn open(raw: &[u8], inputs: &OpenInputs<'_>) -> Result<OpenReport, OpenError
     let mut intermediates: Vec<X509> = verified.certs.clone();
     intermediates.extend(inputs.trust.intermediates.iter().cloned());
     let trust_inputs = TrustInputs {
-        anchors: inputs.trust.anchors,
         intermediates: &intermediates,
-        crls: inputs.trust.crls,
-        clock: inputs.trust.clock,
+        ..inputs.trust
     };
     let mut accepted = None;
     let mut trust_reasons = Vec::new();

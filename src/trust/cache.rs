@@ -176,10 +176,9 @@ mod tests {
         let who = DirectAddress::parse("revoked@hisp-b.example").unwrap();
         let clock = FixedClock::at_unix(1_893_456_000); // 2030
         let no_crls = TrustInputs {
-            anchors: &anchors,
             intermediates: &inter,
             crls: &[],
-            clock: &clock,
+            ..TrustInputs::offline(&anchors, &clock)
         };
         cache
             .validate(&leaf, &no_crls, Purpose::Sign, Some(&who))

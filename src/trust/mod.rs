@@ -13,7 +13,10 @@ mod validate;
 pub use binding::{Binding, binding_for};
 pub use cache::ValidationCache;
 pub use checks::{Purpose, check_key_strength, check_key_usage, check_validity};
-pub use validate::{TrustInputs, ValidatedPath, validate};
+pub use validate::{
+    Online, Step, TrustInputs, ValidatedPath, ValidationReport, parse_certs, validate,
+    validate_report,
+};
 
 use openssl::hash::MessageDigest;
 use openssl::x509::{X509NameRef, X509Ref};
@@ -58,6 +61,20 @@ pub enum TrustError {
         subject: String,
         bound: String,
         expected: String,
+    },
+    /// No current CRL could be had under the `require` policy.
+    #[error(
+        "revocation of certificate {subject} cannot be checked: {detail}; fix the CRL distribution point or set [trust] revocation = \"best-effort\""
+    )]
+    RevocationUnavailable { subject: String, detail: String },
+    /// The certificate carries none of the required policies.
+    #[error(
+        "certificate {subject} carries none of the required certificate policies ({required}); it has: {found}"
+    )]
+    Policy {
+        subject: String,
+        required: String,
+        found: String,
     },
     /// Any other path-validation failure, in OpenSSL's words.
     #[error("certificate {subject} failed path validation: {detail}")]
