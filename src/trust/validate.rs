@@ -518,16 +518,14 @@ fn crl_status(
         };
         match usable(&crl) {
             Ok(()) => {
-                if !from_cache {
-                    if let Some(store) = online.store {
-                        let until = crl.next_update().and_then(unix_time).unwrap_or(now);
-                        let _ = store.put_cached(&CachedBlob {
-                            url: url.clone(),
-                            data,
-                            fetched_at: now,
-                            until,
-                        });
-                    }
+                if let Some(store) = online.store.filter(|_| !from_cache) {
+                    let until = crl.next_update().and_then(unix_time).unwrap_or(now);
+                    let _ = store.put_cached(&CachedBlob {
+                        url: url.clone(),
+                        data,
+                        fetched_at: now,
+                        until,
+                    });
                 }
                 rec.push(
                     "crl",
