@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use direct_agent::address::DirectAddress;
 use direct_agent::clock::SystemClock;
+use direct_agent::config::RevocationPolicy;
 use direct_agent::credential::{Credential, load_certificates};
 use direct_agent::message::{Envelope, OpenInputs, SealOptions, open, seal};
 use direct_agent::trust::{TrustInputs, ValidationCache};
@@ -22,7 +23,7 @@ use openssl::hash::{MessageDigest, hash};
 use openssl::md::Md;
 use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::Padding;
-use openssl::x509::X509;
+use openssl::x509::{X509, X509Crl};
 
 const MEM_ENV: &str = "DIRECT_AGENT_BENCH_MEM";
 const BIG_PAYLOAD: usize = 20 * 1024 * 1024;
@@ -41,6 +42,8 @@ struct Fixture {
     recipient: Credential,
     recipient_certs: Vec<X509>,
     anchors: Vec<X509>,
+    /// HISP A's CRLs: every open checks revocation of the signer and its intermediate.
+    crls: Vec<X509Crl>,
     /// Validations remembered across messages, as a running agent keeps them.
     cache: ValidationCache,
     /// Whether `open` uses the cache (warm) or validates every time (cold).
@@ -70,6 +73,12 @@ impl Fixture {
             recipient,
             anchors,
             cache: ValidationCache::new(),
+            crls: ["intermediate-a.crl.pem", "root-a.crl.pem"]
+                .iter()
+                .map(|n| {
+                    X509Crl::from_pem(&std::fs::read(cert_path(n)).expect("read CRL")).expect("CRL")
+                })
+                .collect(),
             warm: std::cell::Cell::new(true),
         }
     }
@@ -93,8 +102,8 @@ impl Fixture {
         let inputs = OpenInputs {
             ours,
             trust: TrustInputs {
-                intermediates: &[],
-                crls: &[],
+                crls: &self.crls,
+                revocation: RevocationPolicy::Require,
                 ..TrustInputs::offline(&self.anchors, &SystemClock)
             },
             envelope: Envelope::default(),

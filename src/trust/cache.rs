@@ -81,6 +81,13 @@ fn key(
         let revoked = c.get_revoked().map_or(0, |r| r.len());
         h.update(&revoked.to_le_bytes()).ok()?;
     }
+    h.update(format!("{:?}", inputs.revocation).as_bytes())
+        .ok()?;
+    h.update(&[u8::from(inputs.online.is_some())]).ok()?;
+    for p in inputs.required_policies {
+        h.update(b"P").ok()?;
+        h.update(p.as_bytes()).ok()?;
+    }
     let out = h.finish().ok()?;
     out.as_ref().try_into().ok()
 }
@@ -113,17 +120,17 @@ impl ValidationCache {
             return Ok(path);
         }
         let path = validate(cert, inputs, purpose, address)?;
-        let mut from = i64::MIN;
-        let mut until = i64::MAX;
-        for c in &path.chain {
-            from = from.max(unix(c.not_before()).unwrap_or(i64::MAX));
-            until = until.min(unix(c.not_after()).unwrap_or(i64::MIN));
+        // A best-effort pass (a CRL missing) is not remembered: the CRL may be back next time.
+        if !path.warnings.is_empty() {
+            return Ok(path);
         }
-        for crl in inputs.crls {
-            if let Some(next) = crl.next_update() {
-                until = until.min(unix(next).unwrap_or(i64::MIN));
-            }
-        }
+        let from = path
+            .chain
+            .iter()
+            .map(|c| unix(c.not_before()).unwrap_or(i64::MAX))
+            .max()
+            .unwrap_or(i64::MAX);
+        let until = path.fresh_until;
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= MAX_ENTRIES {
                 entries.clear();
@@ -175,9 +182,10 @@ mod tests {
         let leaf = cert("revoked@hisp-b.example.pem");
         let who = DirectAddress::parse("revoked@hisp-b.example").unwrap();
         let clock = FixedClock::at_unix(1_893_456_000); // 2030
+        // Revocation off: a clean pass, remembered.
         let no_crls = TrustInputs {
             intermediates: &inter,
-            crls: &[],
+            revocation: crate::config::RevocationPolicy::Off,
             ..TrustInputs::offline(&anchors, &clock)
         };
         cache
@@ -198,12 +206,25 @@ mod tests {
         let crls = [X509Crl::from_pem(&crl_pem).unwrap()];
         let with_crl = TrustInputs {
             crls: &crls,
+            revocation: crate::config::RevocationPolicy::Require,
             ..no_crls
         };
         let e = cache
             .validate(&leaf, &with_crl, Purpose::Sign, Some(&who))
             .unwrap_err();
         assert!(matches!(e, TrustError::Revoked { .. }), "{e}");
+
+        // A best-effort pass with a warning (no CRL at all) is not remembered.
+        let fresh = ValidationCache::new();
+        let warned = TrustInputs {
+            revocation: crate::config::RevocationPolicy::BestEffort,
+            ..no_crls
+        };
+        let p = fresh
+            .validate(&leaf, &warned, Purpose::Sign, Some(&who))
+            .unwrap();
+        assert_eq!(p.warnings.len(), 2, "leaf and intermediate unchecked");
+        assert!(fresh.is_empty());
 
         // After the leaf's notAfter (2045) the cached success is not used.
         let later = FixedClock::at_unix(2_430_000_000);

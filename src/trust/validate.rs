@@ -80,6 +80,9 @@ pub struct ValidatedPath {
     pub binding: Option<Binding>,
     /// Accepted with reservations (a CRL that could not be had under best-effort).
     pub warnings: Vec<String>,
+    /// Unix seconds until which this verdict holds: the earliest notAfter in the path and
+    /// nextUpdate of the CRLs consulted.
+    pub fresh_until: i64,
 }
 
 /// The verdict of one validation step.
@@ -184,7 +187,13 @@ fn run(
         },
         built,
     )?;
-    let warnings = check_revocation(&chain, inputs, rec)?;
+    let (warnings, crl_until) = check_revocation(&chain, inputs, rec)?;
+    let fresh_until = chain
+        .iter()
+        .filter_map(|c| unix_time(c.not_after()))
+        .min()
+        .unwrap_or(i64::MIN)
+        .min(crl_until);
     let binding = match address {
         Some(a) => Some(rec.check(
             "binding",
@@ -209,6 +218,7 @@ fn run(
         chain,
         binding,
         warnings,
+        fresh_until,
     })
 }
 
@@ -455,10 +465,14 @@ fn crl_status(
     issuer: &X509Ref,
     inputs: &TrustInputs<'_>,
     rec: &mut Recorder,
-) -> Result<Option<String>, String> {
-    let revoked = |crl: &X509Crl| match crl.get_by_cert(cert) {
-        CrlStatus::Revoked(entry) => Some(entry.revocation_date().to_string()),
-        _ => None,
+) -> Result<(Option<String>, i64), String> {
+    let revoked = |crl: &X509Crl| {
+        let status = match crl.get_by_cert(cert) {
+            CrlStatus::Revoked(entry) => Some(entry.revocation_date().to_string()),
+            _ => None,
+        };
+        let next = crl.next_update().and_then(unix_time).unwrap_or(i64::MAX);
+        (status, next)
     };
     let now = inputs.clock.unix_seconds();
     let issuer_key = issuer
@@ -561,26 +575,28 @@ fn crl_urls(cert: &X509Ref) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Revocation of every certificate below the anchor. Returns the warnings of a best-effort pass.
+/// Revocation of every certificate below the anchor. Returns the warnings of a best-effort pass
+/// and the earliest nextUpdate of the CRLs used.
 fn check_revocation(
     chain: &[X509],
     inputs: &TrustInputs<'_>,
     rec: &mut Recorder,
-) -> Result<Vec<String>, TrustError> {
+) -> Result<(Vec<String>, i64), TrustError> {
     if inputs.revocation == RevocationPolicy::Off {
         rec.push(
             "revocation",
             "skip",
             "revocation checking is off (insecure)",
         );
-        return Ok(Vec::new());
+        return Ok((Vec::new(), i64::MAX));
     }
     let mut warnings = Vec::new();
+    let mut until = i64::MAX;
     // The last certificate is the anchor: trusted by configuration, not checked.
     for pair in chain.windows(2) {
         let (cert, issuer) = (&pair[0], &pair[1]);
         match crl_status(cert, issuer, inputs, rec) {
-            Ok(Some(date)) => {
+            Ok((Some(date), _)) => {
                 let e = TrustError::Revoked {
                     subject: describe(cert),
                     date,
@@ -589,7 +605,8 @@ fn check_revocation(
                 rec.push("revocation", "fail", e.to_string());
                 return Err(e);
             }
-            Ok(None) => {
+            Ok((None, next)) => {
+                until = until.min(next);
                 rec.push(
                     "revocation",
                     "pass",
@@ -610,7 +627,7 @@ fn check_revocation(
             }
         }
     }
-    Ok(warnings)
+    Ok((warnings, until))
 }
 
 /// The certificate must carry one of `required` in its certificatePolicies extension.
@@ -658,6 +675,7 @@ fn certificate_policies(cert: &X509Ref) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::clock::FixedClock;
+    use crate::trust::fetch::StaticFetcher;
 
     fn cert(name: &str) -> X509 {
         let path = format!("{}/certs/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -842,5 +860,253 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("1024-bit"), "{e}");
+    }
+
+    fn der(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/certs/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    const BASE: &str = "http://127.0.0.1:18080";
+
+    /// Everything the committed PKI's CRL and AIA URLs point at, served from memory.
+    fn full_fetcher() -> StaticFetcher {
+        let mut f = StaticFetcher::default();
+        for n in [
+            "root-a",
+            "root-b",
+            "intermediate-a",
+            "intermediate-a2",
+            "intermediate-b",
+        ] {
+            f = f
+                .with(&format!("{BASE}/crl/{n}.crl"), der(&format!("{n}.crl")))
+                .with(&format!("{BASE}/aia/{n}.cer"), der(&format!("{n}.cer")));
+        }
+        f
+    }
+
+    fn online_check(
+        leaf: &str,
+        who: &str,
+        fetcher: &StaticFetcher,
+        policy: RevocationPolicy,
+        intermediates: &[X509],
+        purpose: Purpose,
+    ) -> ValidationReport {
+        let anchors = [cert("root-a.pem"), cert("root-b.pem")];
+        let clock = FixedClock::at_unix(IN_2030);
+        let inputs = TrustInputs {
+            intermediates,
+            revocation: policy,
+            online: Some(Online {
+                fetcher,
+                store: None,
+                aia: true,
+            }),
+            ..TrustInputs::offline(&anchors, &clock)
+        };
+        validate_report(&cert(leaf), &inputs, purpose, Some(&addr(who)))
+    }
+
+    fn verdicts(r: &ValidationReport) -> Vec<(&'static str, &'static str)> {
+        r.steps.iter().map(|s| (s.step, s.verdict)).collect()
+    }
+
+    #[test]
+    fn missing_intermediate_is_fetched_through_aia_and_crls_from_distribution_points() {
+        let f = full_fetcher();
+        let r = online_check(
+            "iis@hisp-b.example.pem",
+            "iis@hisp-b.example",
+            &f,
+            RevocationPolicy::Require,
+            &[],
+            Purpose::Sign,
+        );
+        let path = r.outcome.as_ref().expect("valid through AIA");
+        assert_eq!(path.chain.len(), 3);
+        assert!(path.warnings.is_empty());
+        let v = verdicts(&r);
+        assert!(v.contains(&("aia", "pass")), "{v:?}");
+        assert!(v.contains(&("crl", "pass")), "{v:?}");
+        assert_eq!(
+            v.iter().filter(|s| **s == ("revocation", "pass")).count(),
+            2,
+            "leaf and intermediate checked: {v:?}"
+        );
+    }
+
+    #[test]
+    fn dead_aia_url_names_the_url() {
+        let f = StaticFetcher::default().failing(
+            &format!("{BASE}/aia/intermediate-b.cer"),
+            "connection refused",
+        );
+        let r = online_check(
+            "iis@hisp-b.example.pem",
+            "iis@hisp-b.example",
+            &f,
+            RevocationPolicy::Require,
+            &[],
+            Purpose::Sign,
+        );
+        let e = r.outcome.unwrap_err();
+        assert!(matches!(e, TrustError::NoPath { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("aia/intermediate-b.cer could not be fetched: connection refused"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn fetched_crl_revokes_leaf_and_intermediate() {
+        let f = full_fetcher();
+        let inter = [cert("intermediate-b.pem")];
+        let r = online_check(
+            "revoked@hisp-b.example.pem",
+            "revoked@hisp-b.example",
+            &f,
+            RevocationPolicy::Require,
+            &inter,
+            Purpose::Sign,
+        );
+        assert!(
+            matches!(r.outcome, Err(TrustError::Revoked { .. })),
+            "{:?}",
+            r.outcome
+        );
+        let inter = [cert("intermediate-a2.pem")];
+        let r = online_check(
+            "revoked-intermediate-leaf@hisp-a.example.pem",
+            "revoked-intermediate-leaf@hisp-a.example",
+            &f,
+            RevocationPolicy::Require,
+            &inter,
+            Purpose::Sign,
+        );
+        let e = r.outcome.unwrap_err();
+        assert!(
+            e.to_string().contains("Intermediate A2") && e.to_string().contains("revoked"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unreachable_crl_fails_under_require_and_warns_under_best_effort() {
+        let f = full_fetcher().failing(
+            &format!("{BASE}/crl/intermediate-b.crl"),
+            "connection refused",
+        );
+        let inter = [cert("intermediate-b.pem")];
+        let r = online_check(
+            "iis@hisp-b.example.pem",
+            "iis@hisp-b.example",
+            &f,
+            RevocationPolicy::Require,
+            &inter,
+            Purpose::Sign,
+        );
+        let e = r.outcome.unwrap_err();
+        assert!(matches!(e, TrustError::RevocationUnavailable { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("crl/intermediate-b.crl could not be fetched: connection refused"),
+            "{e}"
+        );
+        let r = online_check(
+            "iis@hisp-b.example.pem",
+            "iis@hisp-b.example",
+            &f,
+            RevocationPolicy::BestEffort,
+            &inter,
+            Purpose::Sign,
+        );
+        let path = r.outcome.as_ref().expect("best-effort accepts");
+        assert_eq!(path.warnings.len(), 1, "{:?}", path.warnings);
+        assert!(verdicts(&r).contains(&("revocation", "warn")));
+        let r = online_check(
+            "iis@hisp-b.example.pem",
+            "iis@hisp-b.example",
+            &f,
+            RevocationPolicy::Off,
+            &inter,
+            Purpose::Sign,
+        );
+        assert!(r.outcome.is_ok());
+        assert!(verdicts(&r).contains(&("revocation", "skip")));
+    }
+
+    #[test]
+    fn expired_crl_is_not_used() {
+        let f = full_fetcher().with(
+            &format!("{BASE}/crl/intermediate-b.crl"),
+            der("intermediate-b.expired.crl"),
+        );
+        let inter = [cert("intermediate-b.pem")];
+        let r = online_check(
+            "iis@hisp-b.example.pem",
+            "iis@hisp-b.example",
+            &f,
+            RevocationPolicy::Require,
+            &inter,
+            Purpose::Sign,
+        );
+        let e = r.outcome.unwrap_err();
+        assert!(
+            matches!(e, TrustError::RevocationUnavailable { .. })
+                && e.to_string().contains("expired on"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn signing_certificate_cannot_receive_encrypted_mail() {
+        let f = full_fetcher();
+        let inter = [cert("intermediate-b.pem")];
+        let r = online_check(
+            "split@hisp-b.example.sign.pem",
+            "split@hisp-b.example",
+            &f,
+            RevocationPolicy::Require,
+            &inter,
+            Purpose::Encrypt,
+        );
+        assert!(
+            matches!(r.outcome, Err(TrustError::KeyUsage { .. })),
+            "{:?}",
+            r.outcome
+        );
+        let r = online_check(
+            "split@hisp-b.example.encrypt.pem",
+            "split@hisp-b.example",
+            &f,
+            RevocationPolicy::Require,
+            &inter,
+            Purpose::Encrypt,
+        );
+        assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+    }
+
+    #[test]
+    fn required_policy_missing_is_refused() {
+        let anchors = [cert("root-b.pem")];
+        let inter = [cert("intermediate-b.pem")];
+        let clock = FixedClock::at_unix(IN_2030);
+        let required = ["1.3.6.1.4.1.41179.0.1.2".to_string()];
+        let inputs = TrustInputs {
+            intermediates: &inter,
+            required_policies: &required,
+            ..TrustInputs::offline(&anchors, &clock)
+        };
+        let r = validate_report(
+            &cert("iis@hisp-b.example.pem"),
+            &inputs,
+            Purpose::Sign,
+            Some(&addr("iis@hisp-b.example")),
+        );
+        let e = r.outcome.unwrap_err();
+        assert!(matches!(e, TrustError::Policy { .. }), "{e}");
+        assert!(e.to_string().contains("1.3.6.1.4.1.41179.0.1.2"), "{e}");
     }
 }
