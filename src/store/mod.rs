@@ -1,9 +1,17 @@
 //! The trust store: anchors per local domain and direction, trust bundles, and the cache of
-//! fetched CRLs and AIA certificates. [`TrustStore`] is the interface; `SqliteStore` (to come) the
+//! fetched CRLs and AIA certificates. [`TrustStore`] is the interface; [`SqliteStore`] the
 //! embedded default in the data directory. A PostgreSQL implementation can follow for several agents
 //! sharing one store: nothing outside this module knows the storage.
 //!
 //! Records hold data (DER, strings, Unix seconds), never live OpenSSL values.
+
+mod sqlite;
+pub use sqlite::{STORE_FILE, SqliteStore, bundle_source};
+
+/// Open the store the configuration names: `<data_dir>/trust.sqlite`.
+pub fn open_store(cfg: &crate::config::Config) -> Result<SqliteStore, StoreError> {
+    SqliteStore::open(&cfg.agent.data_dir)
+}
 
 /// Whose certificates an anchor vouches for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
