@@ -7,6 +7,7 @@
 mod binding;
 mod cache;
 mod checks;
+pub mod bundle;
 pub mod fetch;
 mod validate;
 
