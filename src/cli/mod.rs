@@ -1,13 +1,25 @@
 //! The `direct-agent` command line. Exit codes are a contract (README, "Exit codes"):
-//! 0 ok; 2 usage or configuration; 3 cannot decrypt; 4 signature invalid or missing;
-//! 5 signer not trusted; 6 malformed message.
+//! 0 ok; 1 an operation failed (e.g. a bundle refresh); 2 usage or configuration; 3 cannot
+//! decrypt; 4 signature invalid or missing; 5 signer not trusted; 6 malformed message.
+//!
+//! `--config FILE` is global: every command that reads the configuration resolves it with
+//! [`Config::locate`] (the flag, else `DIRECT_AGENT_CONFIG`, else the default path).
 
+mod anchors;
+mod bundles;
 mod message;
+
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
+use crate::config::Config;
+
 /// Exit code for usage and configuration errors.
 pub const EXIT_USAGE: i32 = 2;
+/// Exit code for an operation that was attempted and failed (a refresh that could not fetch,
+/// parse or verify its bundle).
+pub const EXIT_FAILED: i32 = 1;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -16,6 +28,9 @@ pub const EXIT_USAGE: i32 = 2;
     about = "Direct Secure Messaging agent for HL7 v2 payloads"
 )]
 struct Cli {
+    /// Configuration file (default: $DIRECT_AGENT_CONFIG, else config/direct-agent.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,6 +41,16 @@ enum Command {
     Message {
         #[command(subcommand)]
         command: message::MessageCommand,
+    },
+    /// Manage the trust anchors of the configured domains.
+    Anchors {
+        #[command(subcommand)]
+        command: anchors::AnchorsCommand,
+    },
+    /// Manage trust bundle subscriptions and refresh them.
+    Bundles {
+        #[command(subcommand)]
+        command: bundles::BundlesCommand,
     },
 }
 
@@ -39,7 +64,41 @@ pub fn run() -> i32 {
             return code;
         }
     };
+    let config = cli.config.as_deref();
     match cli.command {
         Command::Message { command } => message::run(command),
+        Command::Anchors { command } => anchors::run(command, config),
+        Command::Bundles { command } => bundles::run(command, config),
+    }
+}
+
+/// Print `error: MSG` and return the usage/configuration exit code.
+fn usage(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("error: {msg}");
+    EXIT_USAGE
+}
+
+/// Load the configuration named by `--config` (or the environment, or the default).
+fn load_config(flag: Option<&Path>) -> Result<Config, String> {
+    Config::load(&Config::locate(flag)).map_err(|e| e.to_string())
+}
+
+/// The configured `[[domain]]` name matching `name` (in its configured spelling, lower case), or
+/// an error listing the configured ones.
+fn configured_domain(cfg: &Config, name: &str) -> Result<String, String> {
+    match cfg.domain(name.trim_end_matches('.')) {
+        Some(d) => Ok(d.name.trim_end_matches('.').to_ascii_lowercase()),
+        None => {
+            let known: Vec<&str> = cfg.domains.iter().map(|d| d.name.as_str()).collect();
+            Err(format!(
+                "--domain {name} is not a configured domain (configured: {}); add a [[domain]] to {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                },
+                cfg.source.display()
+            ))
+        }
     }
 }
