@@ -381,6 +381,23 @@ fn anchors_refuse_unknown_domains_and_bad_input() {
         ["anchors", "add", junk.to_str().unwrap(), "--domain", DOMAIN],
     );
     assert!(err.contains("junk.pem"), "{err}");
+    // A signed bundle belongs in bundles add, where its signer is pinned.
+    let signed = agent.path("signed.p7m");
+    signed_bundle(&signed);
+    let (_, err) = agent.expect(
+        2,
+        [
+            "anchors",
+            "add",
+            signed.to_str().unwrap(),
+            "--domain",
+            DOMAIN,
+        ],
+    );
+    assert!(
+        err.contains("bundles add") && err.contains("--signer"),
+        "{err}"
+    );
     // Nothing of a failed batch is added.
     agent.expect(
         2,

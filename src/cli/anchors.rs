@@ -10,7 +10,7 @@ use openssl::x509::{X509, X509Ref};
 
 use super::{EXIT_USAGE, configured_domain, load_config, usage};
 use crate::store::{AnchorRecord, Direction, SqliteStore, TrustStore, open_store};
-use crate::trust::bundle::parse_bundle;
+use crate::trust::bundle::{BundleError, parse_bundle};
 use crate::trust::{describe, describe_issuer, fingerprint};
 
 /// Anchors expiring within this many days are warned about.
@@ -218,6 +218,13 @@ fn add(a: AddArgs, config: Option<&Path>) -> i32 {
         };
         let certs = match parse_bundle(&bytes, None) {
             Ok(c) => c,
+            Err(BundleError::SignerNotPinned { signer }) => {
+                return usage(format!(
+                    "{} is a signed bundle (signed by {signer}); subscribe to it with bundles add {} --domain {domain} --signer CERT so its signature is checked",
+                    path.display(),
+                    path.display()
+                ));
+            }
             Err(e) => return usage(format!("{}: {e}", path.display())),
         };
         for cert in certs {
