@@ -47,7 +47,9 @@ pub enum CredentialError {
     },
 }
 
-/// A private key, its certificate and the intermediates to send with it.
+/// A private key, its certificate and the intermediates to send with it. Cloning shares the
+/// OpenSSL objects (reference counts), it does not copy key material.
+#[derive(Clone)]
 pub struct Credential {
     pub key: PKey<Private>,
     pub cert: X509,

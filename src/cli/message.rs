@@ -7,11 +7,15 @@ use clap::{Args, Subcommand};
 use openssl::x509::{X509, X509Crl};
 
 use super::EXIT_USAGE;
+use super::certs::EXIT_UNTRUSTED;
+use super::context::Context;
 use crate::address::DirectAddress;
 use crate::clock::{Clock, FixedClock, SystemClock};
 use crate::credential::{Credential, is_pkcs12, load_certificates};
+use crate::domain::LocalDomain;
 use crate::message::{Envelope, OpenInputs, SealOptions, open, seal};
 use crate::smime::algorithms::{ContentCipher, Digest, KeyTransport};
+use crate::store::Direction;
 use crate::trust::TrustInputs;
 
 #[derive(Subcommand, Debug)]
@@ -36,9 +40,11 @@ pub struct SealArgs {
     /// Where to write the sealed message (default: standard output).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Signing key: PEM (PKCS#8 or PKCS#1) or PKCS#12 (.p12/.pfx).
+    /// Signing key: PEM (PKCS#8 or PKCS#1) or PKCS#12 (.p12/.pfx). Without it, the configured
+    /// credential for --from signs and recipient certificates are validated against the domain's
+    /// outgoing anchors.
     #[arg(long)]
-    sign_key: PathBuf,
+    sign_key: Option<PathBuf>,
     /// Signing certificate followed by its chain (PEM); optional with PKCS#12.
     #[arg(long)]
     sign_cert: Option<PathBuf>,
@@ -79,8 +85,9 @@ pub struct OpenArgs {
     /// Directory for payload files (created if missing).
     #[arg(long)]
     out_dir: Option<PathBuf>,
-    /// Our decryption key (repeatable): PEM, paired in order with --cert, or PKCS#12.
-    #[arg(long = "key", required = true)]
+    /// Our decryption key (repeatable): PEM, paired in order with --cert, or PKCS#12. Without
+    /// it, the configured domains' keys, incoming anchors and revocation policy are used.
+    #[arg(long = "key")]
     keys: Vec<PathBuf>,
     /// Certificate for each PEM --key, in the same order.
     #[arg(long = "cert")]
@@ -88,8 +95,8 @@ pub struct OpenArgs {
     /// Environment variable holding PKCS#12 passwords.
     #[arg(long)]
     key_password_env: Option<String>,
-    /// Trust anchor certificate file (repeatable; PEM may hold several).
-    #[arg(long = "anchor", required = true)]
+    /// Trust anchor certificate file (repeatable; PEM may hold several). Required with --key.
+    #[arg(long = "anchor")]
     anchors: Vec<PathBuf>,
     /// Extra intermediate certificates for path building (repeatable).
     #[arg(long = "intermediate")]
@@ -111,10 +118,12 @@ pub struct OpenArgs {
     json: bool,
 }
 
-pub fn run(cmd: MessageCommand) -> i32 {
+/// Run a `message` command. Without `--sign-key` (seal) or `--key` (open) the keys, anchors and
+/// revocation policy come from the configuration (`config`, `DIRECT_AGENT_CONFIG` or the default).
+pub fn run(cmd: MessageCommand, config: Option<&Path>) -> i32 {
     match cmd {
-        MessageCommand::Seal(a) => run_seal(a),
-        MessageCommand::Open(a) => run_open(a),
+        MessageCommand::Seal(a) => run_seal(a, config),
+        MessageCommand::Open(a) => run_open(a, config),
     }
 }
 
@@ -123,7 +132,7 @@ fn usage(msg: impl std::fmt::Display) -> i32 {
     EXIT_USAGE
 }
 
-fn run_seal(a: SealArgs) -> i32 {
+fn run_seal(a: SealArgs, config: Option<&Path>) -> i32 {
     let from = match DirectAddress::parse(&a.from) {
         Ok(f) => f,
         Err(e) => return usage(format!("--from: {e}")),
@@ -158,21 +167,32 @@ fn run_seal(a: SealArgs) -> i32 {
             "no --recipient-cert given: pass the recipient's encryption certificate (certificate discovery is not available yet)",
         );
     }
-    let signer = match Credential::load(
-        &a.sign_key,
-        a.sign_cert.as_deref(),
-        a.key_password_env.as_deref(),
-    ) {
-        Ok(c) => c,
-        Err(e) => return usage(e),
-    };
     let mut recipients = Vec::new();
+    let mut offered = Vec::new();
     for p in &a.recipient_cert {
         match load_certificates(p) {
-            Ok(mut c) => recipients.push(c.remove(0)),
+            Ok(mut c) => {
+                recipients.push(c.remove(0));
+                offered.extend(c);
+            }
             Err(e) => return usage(e),
         }
     }
+    let signer = match &a.sign_key {
+        Some(key) => {
+            match Credential::load(key, a.sign_cert.as_deref(), a.key_password_env.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return usage(e),
+            }
+        }
+        None => match configured_signer(&from, &to, &recipients, &offered, config) {
+            Ok(c) => c,
+            Err((code, e)) => {
+                eprintln!("error: {e}");
+                return code;
+            }
+        },
+    };
     let payload = match std::fs::read(&a.input) {
         Ok(p) => p,
         Err(e) => return usage(format!("cannot read {}: {e}", a.input.display())),
@@ -218,6 +238,77 @@ fn run_seal(a: SealArgs) -> i32 {
         sealed.message.len()
     );
     0
+}
+
+/// The To/Cc addresses of a message's outer header.
+fn outer_recipients(raw: &[u8]) -> Vec<DirectAddress> {
+    let outer = crate::mime::entity::Entity::parse(raw);
+    ["To", "Cc"]
+        .iter()
+        .filter_map(|h| outer.header(h))
+        .flat_map(crate::address::parse_list)
+        .filter_map(Result::ok)
+        .collect()
+}
+
+/// Configuration mode of `seal`: the configured credential for `from`, after validating every
+/// recipient certificate against the domain's outgoing anchors (purpose encrypt, bound to one of
+/// the recipients). Errors carry their exit code: 2 configuration, 5 untrusted recipient.
+fn configured_signer(
+    from: &DirectAddress,
+    to: &[DirectAddress],
+    recipients: &[X509],
+    offered: &[X509],
+    config: Option<&Path>,
+) -> Result<Credential, (i32, String)> {
+    let ctx = Context::load(config).map_err(|e| (EXIT_USAGE, e))?;
+    let domain = ctx.domain_of(from).map_err(|e| (EXIT_USAGE, e))?;
+    let signer = domain.signer_for(from).cloned().ok_or_else(|| {
+        (
+            EXIT_USAGE,
+            format!(
+                "no signing credential in domain {} is bound to {from} (address- or domain-bound, usage sign or both)",
+                domain.name
+            ),
+        )
+    })?;
+    let anchors = ctx
+        .anchors(&domain.name, Direction::Outgoing)
+        .map_err(|e| (EXIT_USAGE, e))?;
+    if anchors.is_empty() {
+        return Err((
+            EXIT_USAGE,
+            format!(
+                "domain {} has no outgoing trust anchors: add the recipient's CA with `direct-agent anchors add FILE --domain {} --direction outgoing`",
+                domain.name, domain.name
+            ),
+        ));
+    }
+    let mut intermediates = offered.to_vec();
+    intermediates.extend(domain.intermediates.iter().cloned());
+    let clock = SystemClock;
+    let inputs = ctx.trust_inputs(domain, &anchors, &intermediates, &[], &clock);
+    for cert in recipients {
+        let mut reasons = Vec::new();
+        let ok = to.iter().any(|rcpt| {
+            match crate::trust::validate(cert, &inputs, crate::trust::Purpose::Encrypt, Some(rcpt))
+            {
+                Ok(_) => true,
+                Err(e) => {
+                    reasons.push(e.to_string());
+                    false
+                }
+            }
+        });
+        if !ok {
+            reasons.dedup();
+            return Err((
+                EXIT_UNTRUSTED,
+                format!("recipient certificate not trusted: {}", reasons.join("; ")),
+            ));
+        }
+    }
+    Ok(signer)
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -272,16 +363,12 @@ fn load_credentials(a: &OpenArgs) -> Result<Vec<Credential>, String> {
     Ok(out)
 }
 
-fn run_open(a: OpenArgs) -> i32 {
-    let ours = match load_credentials(&a) {
+fn run_open(a: OpenArgs, config: Option<&Path>) -> i32 {
+    let mut anchors = match load_all_certs(&a.anchors) {
         Ok(c) => c,
         Err(e) => return usage(e),
     };
-    let anchors = match load_all_certs(&a.anchors) {
-        Ok(c) => c,
-        Err(e) => return usage(e),
-    };
-    let intermediates = match load_all_certs(&a.intermediates) {
+    let mut intermediates = match load_all_certs(&a.intermediates) {
         Ok(c) => c,
         Err(e) => return usage(e),
     };
@@ -313,13 +400,70 @@ fn run_open(a: OpenArgs) -> i32 {
         Some(t) => Box::new(FixedClock::at_unix(t)),
         None => Box::new(SystemClock),
     };
-    let inputs = OpenInputs {
-        ours: &ours,
-        trust: TrustInputs {
+    // Flags mode (--key/--anchor, as before) or configuration mode.
+    let ctx;
+    let ours;
+    let mut domain = None;
+    if a.keys.is_empty() {
+        ctx = match Context::load(config) {
+            Ok(c) => c,
+            Err(e) => return usage(e),
+        };
+        let recipients = if envelope.rcpt_to.is_empty() {
+            outer_recipients(&raw)
+        } else {
+            envelope.rcpt_to.clone()
+        };
+        let served: Vec<&LocalDomain> = ctx
+            .domains
+            .iter()
+            .filter(|d| recipients.iter().any(|r| r.in_domain(&d.name)))
+            .collect();
+        let Some(first) = served.first() else {
+            return usage(format!(
+                "the message is addressed to {} and none of them is in a configured domain",
+                recipients
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        };
+        for d in &served {
+            match ctx.anchors(&d.name, Direction::Incoming) {
+                Ok(x) => anchors.extend(x),
+                Err(e) => return usage(e),
+            }
+            intermediates.extend(d.intermediates.iter().cloned());
+        }
+        ours = ctx
+            .domains
+            .iter()
+            .flat_map(|d| d.decryption_credentials().cloned())
+            .collect::<Vec<_>>();
+        domain = Some((&ctx, *first));
+    } else {
+        if anchors.is_empty() {
+            return usage(
+                "--key needs at least one --anchor (or omit --key to use the configuration)",
+            );
+        }
+        ours = match load_credentials(&a) {
+            Ok(c) => c,
+            Err(e) => return usage(e),
+        };
+    }
+    let trust = match domain {
+        Some((ctx, d)) => ctx.trust_inputs(d, &anchors, &intermediates, &crls, clock.as_ref()),
+        None => TrustInputs {
             intermediates: &intermediates,
             crls: &crls,
             ..TrustInputs::offline(&anchors, clock.as_ref())
         },
+    };
+    let inputs = OpenInputs {
+        ours: &ours,
+        trust,
         envelope,
         cache: None,
     };

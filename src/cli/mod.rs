@@ -7,6 +7,8 @@
 
 mod anchors;
 mod bundles;
+mod certs;
+mod context;
 mod message;
 
 use std::path::{Path, PathBuf};
@@ -42,6 +44,11 @@ enum Command {
         #[command(subcommand)]
         command: message::MessageCommand,
     },
+    /// Check certificates the way the agent does.
+    Certs {
+        #[command(subcommand)]
+        command: certs::CertsCommand,
+    },
     /// Manage the trust anchors of the configured domains.
     Anchors {
         #[command(subcommand)]
@@ -66,7 +73,8 @@ pub fn run() -> i32 {
     };
     let config = cli.config.as_deref();
     match cli.command {
-        Command::Message { command } => message::run(command),
+        Command::Message { command } => message::run(command, config),
+        Command::Certs { command } => certs::run(command, config),
         Command::Anchors { command } => anchors::run(command, config),
         Command::Bundles { command } => bundles::run(command, config),
     }

@@ -5,9 +5,9 @@
 //! [`Clock`]: crate::clock::Clock
 
 mod binding;
+pub mod bundle;
 mod cache;
 mod checks;
-pub mod bundle;
 pub mod fetch;
 mod validate;
 

@@ -1,0 +1,99 @@
+//! What commands that use the configuration share: the loaded configuration, the local domains
+//! with their credentials, the trust store, and the fetcher for CRLs, AIA and bundles.
+
+use std::path::Path;
+
+use openssl::x509::X509;
+
+use crate::address::DirectAddress;
+use crate::config::Config;
+use crate::domain::LocalDomain;
+use crate::store::{Direction, SqliteStore, TrustStore};
+use crate::trust::fetch::HttpFetcher;
+use crate::trust::{Online, TrustInputs};
+
+/// The loaded configuration and everything built from it.
+pub struct Context {
+    pub config: Config,
+    pub domains: Vec<LocalDomain>,
+    pub store: SqliteStore,
+    pub fetcher: HttpFetcher,
+}
+
+impl Context {
+    /// Load the configuration (`--config`, `DIRECT_AGENT_CONFIG` or the default), its domains and
+    /// the store. Errors are configuration errors (exit 2).
+    pub fn load(config_flag: Option<&Path>) -> Result<Context, String> {
+        let path = Config::locate(config_flag);
+        let config = Config::load(&path).map_err(|e| e.to_string())?;
+        let domains = LocalDomain::load_all(&config).map_err(|e| e.to_string())?;
+        let store = crate::store::open_store(&config).map_err(|e| e.to_string())?;
+        let fetcher = HttpFetcher::new(config.fetch_timeout());
+        Ok(Context {
+            config,
+            domains,
+            store,
+            fetcher,
+        })
+    }
+
+    /// The configured domain named `name`, or an error listing the configured ones.
+    pub fn domain(&self, name: &str) -> Result<&LocalDomain, String> {
+        self.domains
+            .iter()
+            .find(|d| d.name.eq_ignore_ascii_case(name.trim_end_matches('.')))
+            .ok_or_else(|| {
+                format!(
+                    "{name} is not a configured domain (configured: {}); add a [[domain]] to {}",
+                    self.domains
+                        .iter()
+                        .map(|d| d.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    self.config.source.display()
+                )
+            })
+    }
+
+    /// The configured domain serving `address`.
+    pub fn domain_of(&self, address: &DirectAddress) -> Result<&LocalDomain, String> {
+        self.domain(address.domain())
+    }
+
+    /// The anchors of `domain` serving `direction`, parsed.
+    pub fn anchors(&self, domain: &str, direction: Direction) -> Result<Vec<X509>, String> {
+        let records = self
+            .store
+            .anchors(Some(domain))
+            .map_err(|e| e.to_string())?;
+        Ok(records
+            .into_iter()
+            .filter(|a| a.direction.serves(direction))
+            .filter_map(|a| X509::from_der(&a.der).ok())
+            .collect())
+    }
+
+    /// Trust inputs for one domain under the configured revocation policy, fetching online.
+    pub fn trust_inputs<'a>(
+        &'a self,
+        domain: &'a LocalDomain,
+        anchors: &'a [X509],
+        intermediates: &'a [X509],
+        crls: &'a [openssl::x509::X509Crl],
+        clock: &'a dyn crate::clock::Clock,
+    ) -> TrustInputs<'a> {
+        TrustInputs {
+            anchors,
+            intermediates,
+            crls,
+            clock,
+            revocation: self.config.trust.revocation,
+            online: Some(Online {
+                fetcher: &self.fetcher,
+                store: Some(&self.store),
+                aia: self.config.trust.aia,
+            }),
+            required_policies: &domain.required_policies,
+        }
+    }
+}
