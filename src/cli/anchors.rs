@@ -92,6 +92,16 @@ pub(super) fn open(config: Option<&Path>) -> Result<(crate::config::Config, Sqli
 }
 
 /// Parse `--direction`.
+/// The configuration, the store, and `domain` checked against the configured domains.
+pub(super) fn open_domain(
+    config: Option<&Path>,
+    domain: &str,
+) -> Result<(crate::config::Config, SqliteStore, String), i32> {
+    let (cfg, store) = open(config)?;
+    let domain = configured_domain(&cfg, domain).map_err(usage)?;
+    Ok((cfg, store, domain))
+}
+
 pub(super) fn parse_direction(s: &str) -> Result<Direction, i32> {
     Direction::parse(s).ok_or_else(|| {
         usage(format!(
@@ -197,13 +207,9 @@ fn normalize_fingerprint(s: &str) -> Option<String> {
 }
 
 fn add(a: AddArgs, config: Option<&Path>) -> i32 {
-    let (cfg, store) = match open(config) {
+    let (_, store, domain) = match open_domain(config, &a.domain) {
         Ok(x) => x,
         Err(code) => return code,
-    };
-    let domain = match configured_domain(&cfg, &a.domain) {
-        Ok(d) => d,
-        Err(e) => return usage(e),
     };
     let direction = match parse_direction(&a.direction) {
         Ok(d) => d,
@@ -357,13 +363,9 @@ fn list(a: ListArgs, config: Option<&Path>) -> i32 {
 }
 
 fn remove(a: RemoveArgs, config: Option<&Path>) -> i32 {
-    let (cfg, store) = match open(config) {
+    let (_, store, domain) = match open_domain(config, &a.domain) {
         Ok(x) => x,
         Err(code) => return code,
-    };
-    let domain = match configured_domain(&cfg, &a.domain) {
-        Ok(d) => d,
-        Err(e) => return usage(e),
     };
     let Some(fp) = normalize_fingerprint(&a.fingerprint) else {
         return usage(format!(
@@ -400,13 +402,9 @@ fn remove(a: RemoveArgs, config: Option<&Path>) -> i32 {
 }
 
 fn export(a: ExportArgs, config: Option<&Path>) -> i32 {
-    let (cfg, store) = match open(config) {
+    let (_, store, domain) = match open_domain(config, &a.domain) {
         Ok(x) => x,
         Err(code) => return code,
-    };
-    let domain = match configured_domain(&cfg, &a.domain) {
-        Ok(d) => d,
-        Err(e) => return usage(e),
     };
     let records = match store.anchors(Some(&domain)) {
         Ok(r) => r,

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use openssl::x509::X509;
 
-use super::anchors::{AnchorView, now, open, parse_direction};
-use super::{EXIT_FAILED, EXIT_USAGE, configured_domain, usage};
+use super::anchors::{AnchorView, now, open, open_domain, parse_direction};
+use super::{EXIT_FAILED, EXIT_USAGE, usage};
 use crate::config::parse_duration;
 use crate::credential::load_certificates;
 use crate::store::{AnchorRecord, BundleRecord, SqliteStore, TrustStore, bundle_source};
@@ -108,13 +108,9 @@ fn format_secs(s: u64) -> String {
 }
 
 fn add(a: AddArgs, config: Option<&Path>) -> i32 {
-    let (cfg, store) = match open(config) {
+    let (cfg, store, domain) = match open_domain(config, &a.domain) {
         Ok(x) => x,
         Err(code) => return code,
-    };
-    let domain = match configured_domain(&cfg, &a.domain) {
-        Ok(d) => d,
-        Err(e) => return usage(e),
     };
     let direction = match parse_direction(&a.direction) {
         Ok(d) => d,

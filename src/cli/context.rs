@@ -39,20 +39,11 @@ impl Context {
 
     /// The configured domain named `name`, or an error listing the configured ones.
     pub fn domain(&self, name: &str) -> Result<&LocalDomain, String> {
+        let canonical = super::configured_domain(&self.config, name)?;
         self.domains
             .iter()
-            .find(|d| d.name.eq_ignore_ascii_case(name.trim_end_matches('.')))
-            .ok_or_else(|| {
-                format!(
-                    "{name} is not a configured domain (configured: {}); add a [[domain]] to {}",
-                    self.domains
-                        .iter()
-                        .map(|d| d.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    self.config.source.display()
-                )
-            })
+            .find(|d| d.name == canonical)
+            .ok_or_else(|| format!("domain {canonical} was not loaded"))
     }
 
     /// The configured domain serving `address`.
