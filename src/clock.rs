@@ -15,6 +15,13 @@ pub trait Clock: Send + Sync {
     }
 }
 
+/// An ASN.1 time (a certificate's notAfter, a CRL's nextUpdate) as Unix seconds.
+pub fn asn1_unix(t: &openssl::asn1::Asn1TimeRef) -> Option<i64> {
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
+    let d = epoch.diff(t).ok()?;
+    Some(i64::from(d.days) * 86_400 + i64::from(d.secs))
+}
+
 /// The system's wall clock.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;

@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use openssl::asn1::Asn1Time;
 use openssl::x509::{X509, X509Ref};
 
 use super::{EXIT_USAGE, configured_domain, load_config, usage};
@@ -133,7 +132,7 @@ pub(super) struct AnchorView {
 
 impl AnchorView {
     pub fn of(cert: &X509Ref) -> AnchorView {
-        let not_after_unix = unix_time(cert.not_after());
+        let not_after_unix = crate::clock::asn1_unix(cert.not_after());
         let days_left = not_after_unix.map_or(0, |t| (t - now()).div_euclid(86_400));
         let not_after = not_after_unix
             .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
@@ -163,12 +162,6 @@ impl AnchorView {
             );
         }
     }
-}
-
-fn unix_time(t: &openssl::asn1::Asn1TimeRef) -> Option<i64> {
-    let epoch = Asn1Time::from_unix(0).ok()?;
-    let d = epoch.diff(t).ok()?;
-    Some(i64::from(d.days) * 86_400 + i64::from(d.secs))
 }
 
 /// Whether the certificate says it is a CA (basicConstraints CA:TRUE).

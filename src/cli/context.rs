@@ -57,11 +57,27 @@ impl Context {
             .store
             .anchors(Some(domain))
             .map_err(|e| e.to_string())?;
-        Ok(records
+        let now = crate::clock::Clock::unix_seconds(&crate::clock::SystemClock);
+        let mut anchors = Vec::new();
+        for record in records
             .into_iter()
             .filter(|a| a.direction.serves(direction))
-            .filter_map(|a| X509::from_der(&a.der).ok())
-            .collect())
+        {
+            let Ok(cert) = X509::from_der(&record.der) else {
+                tracing::warn!(domain, fingerprint = %record.fingerprint, "stored trust anchor is unreadable; remove and add it again");
+                continue;
+            };
+            if let Some(not_after) = crate::clock::asn1_unix(cert.not_after()) {
+                let days_left = (not_after - now).div_euclid(86_400);
+                if days_left < 0 {
+                    tracing::warn!(domain, fingerprint = %record.fingerprint, subject = %crate::trust::describe(&cert), "trust anchor has expired: certificates chaining to it are refused");
+                } else if days_left <= 30 {
+                    tracing::warn!(domain, fingerprint = %record.fingerprint, subject = %crate::trust::describe(&cert), days_left, "trust anchor expires soon");
+                }
+            }
+            anchors.push(cert);
+        }
+        Ok(anchors)
     }
 
     /// Trust inputs for one domain under the configured revocation policy, fetching online.

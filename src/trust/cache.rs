@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use openssl::asn1::Asn1Time;
 use openssl::hash::{Hasher, MessageDigest};
 use openssl::x509::X509Ref;
 
@@ -43,12 +42,6 @@ impl std::fmt::Debug for ValidationCache {
             .field("entries", &n)
             .finish()
     }
-}
-
-fn unix(t: &openssl::asn1::Asn1TimeRef) -> Option<i64> {
-    let epoch = Asn1Time::from_unix(0).ok()?;
-    let d = epoch.diff(t).ok()?;
-    Some(i64::from(d.days) * 86_400 + i64::from(d.secs))
 }
 
 fn key(
@@ -127,7 +120,7 @@ impl ValidationCache {
         let from = path
             .chain
             .iter()
-            .map(|c| unix(c.not_before()).unwrap_or(i64::MAX))
+            .map(|c| crate::clock::asn1_unix(c.not_before()).unwrap_or(i64::MAX))
             .max()
             .unwrap_or(i64::MAX);
         let until = path.fresh_until;

@@ -21,7 +21,7 @@ use super::fetch::Fetcher;
 use super::{Binding, Purpose, TrustError, describe, describe_issuer};
 use super::{binding_for, check_key_strength, check_key_usage, check_validity};
 use crate::address::DirectAddress;
-use crate::clock::Clock;
+use crate::clock::{Clock, asn1_unix as unix_time};
 use crate::config::RevocationPolicy;
 use crate::store::{CachedBlob, TrustStore};
 
@@ -358,12 +358,6 @@ pub fn parse_certs(data: &[u8]) -> Option<Vec<X509>> {
         .map(|c| c.to_owned())
         .collect();
     (!certs.is_empty()).then_some(certs)
-}
-
-pub(crate) fn unix_time(t: &openssl::asn1::Asn1TimeRef) -> Option<i64> {
-    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
-    let d = epoch.diff(t).ok()?;
-    Some(i64::from(d.days) * 86_400 + i64::from(d.secs))
 }
 
 /// The path, or the error with the certificate at which it broke.
