@@ -285,7 +285,7 @@ fn build_path_with_aia(
             return Err(match err.0 {
                 TrustError::NoPath { subject, detail } => TrustError::NoPath {
                     subject,
-                    detail: format!("{detail}; AIA: {}", reasons.join("; ")),
+                    detail: format!("{detail}; {}", reasons.join("; ")),
                 },
                 other => other,
             });
