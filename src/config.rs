@@ -46,6 +46,8 @@ pub struct Config {
     pub agent: AgentConfig,
     #[serde(default)]
     pub trust: TrustConfig,
+    #[serde(default)]
+    pub discovery: DiscoveryConfig,
     #[serde(default, rename = "domain")]
     pub domains: Vec<DomainConfig>,
     /// Where the file was read from (set by [`Config::load`]).
@@ -119,6 +121,87 @@ fn yes() -> bool {
 
 fn default_fetch_timeout() -> String {
     "10s".into()
+}
+
+/// `[discovery]`: finding recipients' certificates (DNS CERT, then LDAP).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// DNS servers as `IP` or `IP:PORT` (UDP and TCP); empty: the system's resolvers.
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    /// Time limit of each DNS query and each LDAP connect/search. Default 2 s.
+    #[serde(default = "default_discovery_timeout")]
+    pub timeout: String,
+    /// DNS attempts per query. Default 2.
+    #[serde(default = "default_attempts")]
+    pub attempts: usize,
+    /// Consult LDAP (SRV `_ldap._tcp.<domain>`) when DNS has no certificate. Default true.
+    #[serde(default = "yes")]
+    pub ldap: bool,
+    /// Longest time a found certificate is reused (the DNS TTL when shorter). Default 1 h.
+    #[serde(default = "default_cache_max")]
+    pub cache_ttl_max: String,
+    /// How long "nothing usable" is remembered. Default 5 m.
+    #[serde(default = "default_negative")]
+    pub negative_ttl: String,
+    /// Certificates configured for partners that publish none (`[[discovery.certificate]]`).
+    #[serde(default, rename = "certificate")]
+    pub certificates: Vec<StaticCertificate>,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            nameservers: Vec::new(),
+            timeout: default_discovery_timeout(),
+            attempts: default_attempts(),
+            ldap: true,
+            cache_ttl_max: default_cache_max(),
+            negative_ttl: default_negative(),
+            certificates: Vec::new(),
+        }
+    }
+}
+
+impl DiscoveryConfig {
+    /// The nameservers as socket addresses (checked when loading).
+    pub fn nameserver_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.nameservers
+            .iter()
+            .filter_map(|s| parse_nameserver(s))
+            .collect()
+    }
+}
+
+fn parse_nameserver(s: &str) -> Option<std::net::SocketAddr> {
+    s.parse::<std::net::SocketAddr>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(|ip| (ip, 53).into()))
+}
+
+fn default_discovery_timeout() -> String {
+    "2s".into()
+}
+fn default_attempts() -> usize {
+    2
+}
+fn default_cache_max() -> String {
+    "1h".into()
+}
+fn default_negative() -> String {
+    "5m".into()
+}
+
+/// A partner certificate given in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticCertificate {
+    /// The Direct address or health domain it is for.
+    #[serde(rename = "for")]
+    pub target: String,
+    /// PEM or DER certificate file.
+    pub file: PathBuf,
 }
 
 /// What a credential is used for.
@@ -212,6 +295,26 @@ impl Config {
                 ),
             )
         })?;
+        for (key, value) in [
+            ("discovery.timeout", &self.discovery.timeout),
+            ("discovery.cache_ttl_max", &self.discovery.cache_ttl_max),
+            ("discovery.negative_ttl", &self.discovery.negative_ttl),
+        ] {
+            if parse_duration(value).is_none() {
+                return Err(invalid(
+                    key.into(),
+                    format!("'{value}' is not a duration (use e.g. \"2s\", \"5m\", \"1h\")"),
+                ));
+            }
+        }
+        for (i, ns) in self.discovery.nameservers.iter().enumerate() {
+            if parse_nameserver(ns).is_none() {
+                return Err(invalid(
+                    format!("discovery.nameservers[{i}]"),
+                    format!("'{ns}' is not IP or IP:PORT (e.g. \"127.0.0.1:5353\")"),
+                ));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, d) in self.domains.iter().enumerate() {
             let key = format!("domain[{i}].name");
@@ -251,6 +354,9 @@ impl Config {
             }
         };
         fix(&mut self.agent.data_dir);
+        for c in &mut self.discovery.certificates {
+            fix(&mut c.file);
+        }
         for d in &mut self.domains {
             for c in &mut d.credentials {
                 fix(&mut c.key);

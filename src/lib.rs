@@ -27,6 +27,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credential;
+pub mod discovery;
 pub mod domain;
 pub mod message;
 pub mod mime;

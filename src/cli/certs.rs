@@ -20,6 +20,20 @@ pub const EXIT_UNTRUSTED: i32 = 5;
 pub enum CertsCommand {
     /// Validate a certificate exactly as the agent would, step by step.
     Validate(ValidateArgs),
+    /// Find a recipient's certificates (DNS CERT, then LDAP) and show every step.
+    Discover(DiscoverArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DiscoverArgs {
+    /// The recipient's Direct address.
+    address: String,
+    /// Our domain whose outgoing anchors decide (default: the only configured domain).
+    #[arg(long)]
+    domain: Option<String>,
+    /// Print the account as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -47,6 +61,70 @@ pub struct ValidateArgs {
 pub fn run(cmd: CertsCommand, config: Option<&std::path::Path>) -> i32 {
     match cmd {
         CertsCommand::Validate(a) => validate(a, config),
+        CertsCommand::Discover(a) => discover(a, config),
+    }
+}
+
+fn discover(a: DiscoverArgs, config: Option<&std::path::Path>) -> i32 {
+    let address = match DirectAddress::parse(&a.address) {
+        Ok(x) => x,
+        Err(e) => return usage(e),
+    };
+    let ctx = match Context::load(config) {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    let domain = match a.domain.as_deref() {
+        Some(d) => match ctx.domain(d) {
+            Ok(d) => d,
+            Err(e) => return usage(e),
+        },
+        None => match ctx.domains.as_slice() {
+            [only] => only,
+            _ => return usage("several domains are configured: name ours with --domain"),
+        },
+    };
+    let found = match ctx.discover(&address, domain) {
+        Ok(f) => f,
+        Err(e) => return usage(e),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string(&found).unwrap_or_default());
+    } else {
+        println!(
+            "discovering certificates for {address} (validated for {})",
+            domain.name
+        );
+        for s in &found.steps {
+            println!(
+                "  {:<6} {:<24} {}",
+                s.verdict.to_uppercase(),
+                s.step,
+                s.detail
+            );
+        }
+        for c in &found.candidates {
+            println!(
+                "  candidate {:?} {} {} {}",
+                c.source,
+                c.subject,
+                c.fingerprint_sha256,
+                if c.valid {
+                    "valid".to_string()
+                } else {
+                    c.reason.clone().unwrap_or_default()
+                }
+            );
+        }
+        match &found.reason {
+            None => println!("chosen: {}", found.chosen.join(", ")),
+            Some(r) => println!("nothing chosen: {r}"),
+        }
+    }
+    if found.chosen.is_empty() {
+        EXIT_UNTRUSTED
+    } else {
+        0
     }
 }
 

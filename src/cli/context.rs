@@ -6,11 +6,14 @@ use std::path::Path;
 use openssl::x509::X509;
 
 use crate::address::DirectAddress;
+use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::credential::load_certificates;
+use crate::discovery::{Discoverer, Discovery, HickoryDns, LdapDirectory};
 use crate::domain::LocalDomain;
 use crate::store::{Direction, SqliteStore, TrustStore};
 use crate::trust::fetch::HttpFetcher;
-use crate::trust::{Online, TrustInputs};
+use crate::trust::{Online, Purpose, TrustInputs};
 
 /// The loaded configuration and everything built from it.
 pub struct Context {
@@ -102,5 +105,50 @@ impl Context {
             }),
             required_policies: &domain.required_policies,
         }
+    }
+
+    /// Discover the certificates to encrypt to `address`, validated for `domain` (its outgoing
+    /// anchors, the configured revocation policy) under `[discovery]`.
+    pub fn discover(
+        &self,
+        address: &DirectAddress,
+        domain: &LocalDomain,
+    ) -> Result<Discovery, String> {
+        let d = &self.config.discovery;
+        let timeout =
+            crate::config::parse_duration(&d.timeout).unwrap_or(std::time::Duration::from_secs(2));
+        let dns = HickoryDns::new(&d.nameserver_addrs(), timeout, d.attempts)?;
+        let directory = LdapDirectory { timeout };
+        let mut static_certs = Vec::new();
+        for s in &d.certificates {
+            let target = s.target.trim().to_ascii_lowercase();
+            let matches = target == address.canonical()
+                || (!target.contains('@') && address.in_domain(&target));
+            if matches {
+                let certs = load_certificates(&s.file)
+                    .map_err(|e| format!("[[discovery.certificate]] for {}: {e}", s.target))?;
+                static_certs.extend(
+                    certs
+                        .into_iter()
+                        .map(|c| (c, format!("configuration {}", s.file.display()))),
+                );
+            }
+        }
+        let anchors = self.anchors(&domain.name, Direction::Outgoing)?;
+        let clock = SystemClock;
+        let inputs = self.trust_inputs(domain, &anchors, &domain.intermediates, &[], &clock);
+        let discoverer = Discoverer {
+            dns: &dns,
+            directory: d
+                .ldap
+                .then_some(&directory as &dyn crate::discovery::Directory),
+            fetcher: &self.fetcher,
+            static_certs,
+            default_ttl: crate::config::parse_duration(&d.cache_ttl_max)
+                .unwrap_or(std::time::Duration::from_secs(3600)),
+        };
+        let validate =
+            |cert: &X509| crate::trust::validate(cert, &inputs, Purpose::Encrypt, Some(address));
+        Ok(discoverer.discover(address, &validate))
     }
 }

@@ -162,9 +162,9 @@ fn run_seal(a: SealArgs, config: Option<&Path>) -> i32 {
             a.key_transport
         ));
     };
-    if a.recipient_cert.is_empty() {
+    if a.recipient_cert.is_empty() && a.sign_key.is_some() {
         return usage(
-            "no --recipient-cert given: pass the recipient's encryption certificate (certificate discovery is not available yet)",
+            "no --recipient-cert given: with --sign-key pass the recipients' encryption certificates, or omit --sign-key to use the configuration, which discovers them (DNS CERT, LDAP)",
         );
     }
     let mut recipients = Vec::new();
@@ -185,7 +185,7 @@ fn run_seal(a: SealArgs, config: Option<&Path>) -> i32 {
                 Err(e) => return usage(e),
             }
         }
-        None => match configured_signer(&from, &to, &recipients, &offered, config) {
+        None => match configured_signer(&from, &to, &mut recipients, &offered, config) {
             Ok(c) => c,
             Err((code, e)) => {
                 eprintln!("error: {e}");
@@ -251,13 +251,15 @@ fn outer_recipients(raw: &[u8]) -> Vec<DirectAddress> {
         .collect()
 }
 
-/// Configuration mode of `seal`: the configured credential for `from`, after validating every
-/// recipient certificate against the domain's outgoing anchors (purpose encrypt, bound to one of
-/// the recipients). Errors carry their exit code: 2 configuration, 5 untrusted recipient.
+/// Configuration mode of `seal`: the configured credential for `from`. Recipient certificates
+/// given on the command line are validated against the domain's outgoing anchors (purpose
+/// encrypt, bound to one of the recipients); without any, each recipient's certificates are
+/// discovered (DNS CERT, then LDAP) and added to `recipients`. Errors carry their exit code: 2
+/// configuration, 5 untrusted or undiscoverable recipient.
 fn configured_signer(
     from: &DirectAddress,
     to: &[DirectAddress],
-    recipients: &[X509],
+    recipients: &mut Vec<X509>,
     offered: &[X509],
     config: Option<&Path>,
 ) -> Result<Credential, (i32, String)> {
@@ -272,6 +274,24 @@ fn configured_signer(
             ),
         )
     })?;
+    if recipients.is_empty() {
+        for rcpt in to {
+            let found = ctx.discover(rcpt, domain).map_err(|e| (EXIT_USAGE, e))?;
+            let certs = found.chosen_certs();
+            if certs.is_empty() {
+                return Err((
+                    EXIT_UNTRUSTED,
+                    format!(
+                        "no usable certificate for {rcpt}: {} (see `direct-agent certs discover {rcpt}`)",
+                        found.reason.unwrap_or_default()
+                    ),
+                ));
+            }
+            eprintln!("discovered {} certificate(s) for {rcpt}", certs.len());
+            recipients.extend(certs);
+        }
+        return Ok(signer);
+    }
     let anchors = ctx
         .anchors(&domain.name, Direction::Outgoing)
         .map_err(|e| (EXIT_USAGE, e))?;

@@ -1,0 +1,149 @@
+//! DNS for discovery through hickory-resolver: CERT, SRV and address lookups against the system's
+//! resolvers or configured ones (`[discovery] nameservers`), over UDP with TCP when an answer is
+//! truncated. The resolver is async; this edge owns a small runtime so the discovery core stays
+//! synchronous.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::{RData, RecordType};
+use hickory_resolver::Resolver;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::NetError;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+
+use super::{Answer, CertRecord, Dns, LookupError, SrvTarget};
+
+/// DNS lookups with hickory.
+pub struct HickoryDns {
+    resolver: Resolver<TokioRuntimeProvider>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl HickoryDns {
+    /// Resolve with `nameservers` (UDP and TCP on each), or the system's when empty.
+    pub fn new(
+        nameservers: &[SocketAddr],
+        timeout: Duration,
+        attempts: usize,
+    ) -> Result<Self, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the DNS runtime: {e}"))?;
+        let mut opts = ResolverOpts::default();
+        opts.timeout = timeout;
+        opts.attempts = attempts.max(1);
+        // Discovery keeps its own cache with the policy of the Applicability Statement.
+        opts.cache_size = 0;
+        let builder = if nameservers.is_empty() {
+            Resolver::builder_tokio()
+                .map_err(|e| format!("cannot read the system resolver configuration: {e}"))?
+        } else {
+            let servers = nameservers
+                .iter()
+                .map(|s| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = s.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = s.port();
+                    NameServerConfig::new(s.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            Resolver::builder_with_config(
+                ResolverConfig::from_name_servers(servers),
+                TokioRuntimeProvider::default(),
+            )
+        };
+        let resolver = runtime
+            .block_on(async { builder.with_options(opts).build() })
+            .map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
+        Ok(HickoryDns { resolver, runtime })
+    }
+
+    fn lookup(&self, name: &str, rtype: RecordType) -> Result<(Vec<RData>, Duration), LookupError> {
+        let fqdn = if name.ends_with('.') {
+            name.to_string()
+        } else {
+            format!("{name}.")
+        };
+        let what = format!("DNS {rtype} {name}");
+        let result = self
+            .runtime
+            .block_on(self.resolver.lookup(fqdn.as_str(), rtype));
+        match result {
+            Ok(lookup) => {
+                let ttl = lookup
+                    .valid_until()
+                    .saturating_duration_since(Instant::now());
+                let data = lookup.answers().iter().map(|r| r.data.clone()).collect();
+                Ok((data, ttl))
+            }
+            Err(e) if e.is_no_records_found() || e.is_nx_domain() => {
+                Ok((Vec::new(), Duration::ZERO))
+            }
+            Err(e) => Err(LookupError {
+                what,
+                reason: describe(&e),
+            }),
+        }
+    }
+}
+
+fn describe(e: &NetError) -> String {
+    match e {
+        NetError::Timeout => "timed out (no answer from the name server)".into(),
+        other => other.to_string(),
+    }
+}
+
+impl Dns for HickoryDns {
+    fn cert(&self, name: &str) -> Result<Answer<CertRecord>, LookupError> {
+        let (data, ttl) = self.lookup(name, RecordType::CERT)?;
+        let records = data
+            .into_iter()
+            .filter_map(|d| match d {
+                RData::CERT(c) => Some(CertRecord {
+                    cert_type: u16::from(c.cert_type),
+                    data: c.cert_data,
+                }),
+                _ => None,
+            })
+            .collect();
+        Ok(Answer { records, ttl })
+    }
+
+    fn srv(&self, name: &str) -> Result<Answer<SrvTarget>, LookupError> {
+        let (data, ttl) = self.lookup(name, RecordType::SRV)?;
+        let records = data
+            .into_iter()
+            .filter_map(|d| match d {
+                RData::SRV(s) => Some(SrvTarget {
+                    priority: s.priority,
+                    weight: s.weight,
+                    port: s.port,
+                    target: s.target.to_utf8().trim_end_matches('.').to_string(),
+                }),
+                _ => None,
+            })
+            .collect();
+        Ok(Answer { records, ttl })
+    }
+
+    fn ip(&self, host: &str) -> Result<Vec<IpAddr>, LookupError> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        let (mut v4, _) = self.lookup(host, RecordType::A)?;
+        let (v6, _) = self.lookup(host, RecordType::AAAA)?;
+        v4.extend(v6);
+        Ok(v4
+            .into_iter()
+            .filter_map(|d| match d {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                _ => None,
+            })
+            .collect())
+    }
+}
