@@ -22,6 +22,14 @@ pub fn asn1_unix(t: &openssl::asn1::Asn1TimeRef) -> Option<i64> {
     Some(i64::from(d.days) * 86_400 + i64::from(d.secs))
 }
 
+/// An ASN.1 time as `YYYY-MM-DD HH:MM:SS UTC`, for messages.
+pub fn asn1_iso(t: &openssl::asn1::Asn1TimeRef) -> String {
+    asn1_unix(t)
+        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| t.to_string())
+}
+
 /// The system's wall clock.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;

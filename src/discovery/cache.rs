@@ -46,6 +46,10 @@ impl DiscoveryCache {
     /// Remember a discovery: positive answers for min(TTL, max), negative ones briefly.
     pub fn put(&self, address: &str, discovery: &Discovery, now: Instant) {
         let chosen = discovery.chosen_certs();
+        if chosen.is_empty() && discovery.transient {
+            // A lookup failure is not an answer: ask again next time.
+            return;
+        }
         let (ttl, entry) = if chosen.is_empty() {
             (
                 self.negative_ttl,

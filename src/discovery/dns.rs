@@ -18,6 +18,8 @@ use super::{Answer, CertRecord, Dns, LookupError, SrvTarget};
 pub struct HickoryDns {
     resolver: Resolver<TokioRuntimeProvider>,
     runtime: tokio::runtime::Runtime,
+    /// Bound on one whole query (hickory's own timeout applies per transport and attempt).
+    timeout: Duration,
 }
 
 impl HickoryDns {
@@ -58,7 +60,11 @@ impl HickoryDns {
         let resolver = runtime
             .block_on(async { builder.with_options(opts).build() })
             .map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
-        Ok(HickoryDns { resolver, runtime })
+        Ok(HickoryDns {
+            resolver,
+            runtime,
+            timeout,
+        })
     }
 
     fn lookup(&self, name: &str, rtype: RecordType) -> Result<(Vec<RData>, Duration), LookupError> {
@@ -68,9 +74,18 @@ impl HickoryDns {
             format!("{name}.")
         };
         let what = format!("DNS {rtype} {name}");
-        let result = self
-            .runtime
-            .block_on(self.resolver.lookup(fqdn.as_str(), rtype));
+        let result = self.runtime.block_on(async {
+            tokio::time::timeout(self.timeout, self.resolver.lookup(fqdn.as_str(), rtype)).await
+        });
+        let Ok(result) = result else {
+            return Err(LookupError {
+                what,
+                reason: format!(
+                    "timed out after {:?} (no answer from the name server)",
+                    self.timeout
+                ),
+            });
+        };
         match result {
             Ok(lookup) => {
                 let ttl = lookup

@@ -132,6 +132,9 @@ pub struct Discovery {
     pub chosen: Vec<String>,
     /// Why nothing was chosen.
     pub reason: Option<String>,
+    /// Nothing was chosen because a lookup failed (DNS timeout, every LDAP server unreachable):
+    /// retrying later may succeed, and the answer is not remembered.
+    pub transient: bool,
     /// How long this answer may be reused (the DNS TTLs involved, capped by the caller).
     #[serde(skip)]
     pub ttl: Duration,
@@ -165,6 +168,8 @@ struct Run {
     steps: Vec<Step>,
     candidates: Vec<Candidate>,
     ttl: Duration,
+    /// A lookup whose outcome would decide failed: the search stops and the result is transient.
+    failure: Option<String>,
 }
 
 impl Run {
@@ -189,14 +194,24 @@ impl Discoverer<'_> {
             steps: Vec::new(),
             candidates: Vec::new(),
             ttl: Duration::MAX,
+            failure: None,
         };
         let found = self.search_static(address, validate, &mut run)
-            || self.search_dns(address, validate, &mut run)
-            || self.search_ldap(address, validate, &mut run);
-        if !found {
+            || (run.failure.is_none() && self.search_dns(address, validate, &mut run))
+            || (run.failure.is_none() && self.search_ldap(address, validate, &mut run));
+        if !found && run.failure.is_none() {
             run.step("result", "fail", "no certificate was found in DNS or LDAP");
         }
-        let (chosen, reason) = choose(&run.candidates);
+        let (chosen, reason) = match &run.failure {
+            Some(f) if run.candidates.is_empty() => (
+                Vec::new(),
+                Some(format!(
+                    "discovery could not complete, try again later: {f}"
+                )),
+            ),
+            _ => choose(&run.candidates),
+        };
+        let transient = chosen.is_empty() && run.failure.is_some();
         match &reason {
             Some(r) => run.step("choice", "fail", r.clone()),
             None => run.step(
@@ -211,6 +226,7 @@ impl Discoverer<'_> {
             candidates: run.candidates,
             chosen,
             reason,
+            transient,
             ttl: if run.ttl == Duration::MAX {
                 self.default_ttl
             } else {
@@ -301,8 +317,11 @@ impl Discoverer<'_> {
             let answer = match self.dns.cert(&name) {
                 Ok(a) => a,
                 Err(e) => {
+                    // Not knowing what DNS holds here must not let a lower-precedence source
+                    // decide (an address-bound certificate may exist): stop, transiently.
                     run.step(format!("dns CERT {name}"), "fail", e.to_string());
-                    continue;
+                    run.failure = Some(e.to_string());
+                    return false;
                 }
             };
             if answer.records.is_empty() {
@@ -371,6 +390,7 @@ impl Discoverer<'_> {
             Ok(a) => a,
             Err(e) => {
                 run.step(format!("dns SRV {srv_name}"), "fail", e.to_string());
+                run.failure = Some(e.to_string());
                 return false;
             }
         };
@@ -398,6 +418,7 @@ impl Discoverer<'_> {
                 .collect::<Vec<_>>()
                 .join(", "),
         );
+        let mut unreachable = Vec::new();
         for target in ordered {
             let ips = match self.dns.ip(&target.target) {
                 Ok(ips) if !ips.is_empty() => ips,
@@ -407,10 +428,12 @@ impl Discoverer<'_> {
                         "fail",
                         "the host name has no address",
                     );
+                    unreachable.push(format!("{}: no address", target.target));
                     continue;
                 }
                 Err(e) => {
                     run.step(format!("ldap {}", target.target), "fail", e.to_string());
+                    unreachable.push(e.to_string());
                     continue;
                 }
             };
@@ -458,6 +481,7 @@ impl Discoverer<'_> {
                                 "fail",
                                 format!("{e}; trying the next server"),
                             );
+                            unreachable.push(e.to_string());
                             break;
                         }
                     }
@@ -468,6 +492,11 @@ impl Discoverer<'_> {
                 }
             }
         }
+        // No server answered: whether the directory holds a certificate is unknown.
+        run.failure = Some(format!(
+            "no LDAP server could be reached ({})",
+            unreachable.join("; ")
+        ));
         false
     }
 }

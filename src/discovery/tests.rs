@@ -258,7 +258,7 @@ fn ipkix_url_and_malformed_records() {
 }
 
 #[test]
-fn dns_timeout_is_reported_and_the_domain_is_still_tried() {
+fn dns_timeout_stops_discovery_transiently_without_fallback() {
     let mut dns = FakeDns::default();
     dns.cert.insert(
         "iis.hisp-b.example".into(),
@@ -269,11 +269,49 @@ fn dns_timeout_is_reported_and_the_domain_is_still_tried() {
         Ok(vec![pkix("hisp-b.example.pem")]),
     );
     let d = run(&dns, None, &StaticFetcher::default(), &[]);
-    assert_eq!(d.chosen.len(), 1);
     assert!(
-        d.steps
-            .iter()
-            .any(|s| s.verdict == "fail" && s.detail.contains("timed out"))
+        d.chosen.is_empty(),
+        "an address-bound certificate may exist: no domain-bound fallback"
+    );
+    assert!(d.transient);
+    assert!(
+        d.reason.as_deref().unwrap().contains("try again later")
+            && d.reason.as_deref().unwrap().contains("timed out"),
+        "{:?}",
+        d.reason
+    );
+    assert_eq!(
+        dns.queries.lock().unwrap().len(),
+        1,
+        "nothing asked after the failure"
+    );
+    let cache = DiscoveryCache::new(Duration::from_secs(60), Duration::from_secs(60));
+    cache.put("iis@hisp-b.example", &d, std::time::Instant::now());
+    assert!(
+        cache
+            .get("iis@hisp-b.example", std::time::Instant::now())
+            .is_none(),
+        "failures are not cached"
+    );
+}
+
+#[test]
+fn d12_every_ldap_server_down_is_a_transient_failure() {
+    let dns = FakeDns {
+        srv: HashMap::from([("_ldap._tcp.hisp-b.example".into(), vec![srv(4001, 0, 0)])]),
+        ..FakeDns::default()
+    };
+    let mut dir = FakeDirectory::default();
+    dir.servers.insert(4001, Err("connection refused".into()));
+    let d = run(&dns, Some(&dir), &StaticFetcher::default(), &[]);
+    assert!(d.chosen.is_empty() && d.transient);
+    assert!(
+        d.reason
+            .as_deref()
+            .unwrap()
+            .contains("no LDAP server could be reached (LDAP 127.0.0.1:4001: connection refused)"),
+        "{:?}",
+        d.reason
     );
 }
 

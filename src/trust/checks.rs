@@ -89,13 +89,13 @@ pub fn check_validity(cert: &X509Ref, clock: &dyn Clock) -> Result<(), TrustErro
     if cert.not_after() < now {
         return Err(TrustError::Expired {
             subject: describe(cert),
-            not_after: cert.not_after().to_string(),
+            not_after: crate::clock::asn1_iso(cert.not_after()),
         });
     }
     if cert.not_before() > now {
         return Err(TrustError::NotYetValid {
             subject: describe(cert),
-            not_before: cert.not_before().to_string(),
+            not_before: crate::clock::asn1_iso(cert.not_before()),
         });
     }
     Ok(())

@@ -49,6 +49,11 @@ pub enum TrustError {
         "certificate {subject} has no path to a configured trust anchor ({detail}); add its issuer's CA as an anchor if you trust it"
     )]
     NoPath { subject: String, detail: String },
+    /// The issuer needed to complete the path was neither sent nor obtainable through AIA.
+    #[error(
+        "certificate {subject} cannot be chained: its issuer's certificate is missing ({detail}); the sender must include its intermediates or publish them at the AIA URL"
+    )]
+    IntermediateUnavailable { subject: String, detail: String },
     /// A certificate in the path is revoked.
     #[error("certificate {subject} was revoked on {date} (CRL issued by {issuer})")]
     Revoked {

@@ -283,7 +283,7 @@ fn build_path_with_aia(
         }
         if !fetched_any {
             return Err(match err.0 {
-                TrustError::NoPath { subject, detail } => TrustError::NoPath {
+                TrustError::NoPath { subject, detail } => TrustError::IntermediateUnavailable {
                     subject,
                     detail: format!("{detail}; {}", reasons.join("; ")),
                 },
@@ -427,7 +427,7 @@ fn build_path(
                 subject: at,
                 not_after: at_cert
                     .as_ref()
-                    .map(|c| c.not_after().to_string())
+                    .map(|c| crate::clock::asn1_iso(c.not_after()))
                     .unwrap_or_default(),
             },
             // X509_V_ERR_CERT_NOT_YET_VALID
@@ -435,7 +435,7 @@ fn build_path(
                 subject: at,
                 not_before: at_cert
                     .as_ref()
-                    .map(|c| c.not_before().to_string())
+                    .map(|c| crate::clock::asn1_iso(c.not_before()))
                     .unwrap_or_default(),
             },
             // unable to get issuer / local issuer, self-signed, chain too long
@@ -462,7 +462,7 @@ fn crl_status(
 ) -> Result<(Option<String>, i64), String> {
     let revoked = |crl: &X509Crl| {
         let status = match crl.get_by_cert(cert) {
-            CrlStatus::Revoked(entry) => Some(entry.revocation_date().to_string()),
+            CrlStatus::Revoked(entry) => Some(crate::clock::asn1_iso(entry.revocation_date())),
             _ => None,
         };
         let next = crl.next_update().and_then(unix_time).unwrap_or(i64::MAX);
@@ -484,7 +484,9 @@ fn crl_status(
             Some(next) if next < now => Err(format!(
                 "CRL from {} expired on {}",
                 describe(issuer),
-                crl.next_update().map(|t| t.to_string()).unwrap_or_default()
+                crl.next_update()
+                    .map(crate::clock::asn1_iso)
+                    .unwrap_or_default()
             )),
             _ => Ok(()),
         }
@@ -945,7 +947,10 @@ mod tests {
             Purpose::Sign,
         );
         let e = r.outcome.unwrap_err();
-        assert!(matches!(e, TrustError::NoPath { .. }), "{e}");
+        assert!(
+            matches!(e, TrustError::IntermediateUnavailable { .. }),
+            "{e}"
+        );
         assert!(
             e.to_string()
                 .contains("aia/intermediate-b.cer could not be fetched: connection refused"),
