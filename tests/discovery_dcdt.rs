@@ -729,6 +729,152 @@ fn dcdt_cases() {
             }
         }
     }
+    if only.is_none() {
+        match seal_discovers(&world) {
+            Ok(s) => {
+                let _ = writeln!(
+                    table,
+                    "SEAL  PASS  message seal discovers its recipient\n      {s}"
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    table,
+                    "SEAL  FAIL  message seal discovers its recipient\n      {e}"
+                );
+                failed.push("SEAL".into());
+            }
+        }
+    }
     eprintln!("\nDCDT discovery conformance\n{table}");
     assert!(failed.is_empty(), "failed cases: {failed:?}\n{table}");
+}
+
+/// Configuration-mode `message seal` with no `--recipient-cert` discovers the recipient: sealed
+/// to d1@domain1.test's DNS certificate; refused (exit 5) for d5@domain5.test, which has only an
+/// expired one.
+fn seal_discovers(w: &World) -> Result<String, String> {
+    let dir = TempDir::new().map_err(|e| e.to_string())?;
+    let certs = common::cert("");
+    let cfg = dir.path().join("direct-agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[agent]
+data_dir = "{data}"
+
+[trust]
+revocation = "require"
+
+[discovery]
+nameservers = ["{ns}"]
+timeout = "2s"
+attempts = 1
+
+[[domain]]
+name = "hisp-a.example"
+intermediates = ["{intermediate}"]
+
+  [[domain.credential]]
+  key = "{c}/ehr@hisp-a.example.key"
+  cert = "{c}/ehr@hisp-a.example.fullchain.pem"
+"#,
+            data = dir.path().join("var").display(),
+            ns = w.dns.addr(),
+            intermediate = w.pki.ca_pem("intermediate").display(),
+            c = certs.display(),
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let root = w.pki.ca_pem("root");
+    let out = agent(
+        &cfg,
+        &[
+            "anchors",
+            "add",
+            root.to_str().unwrap_or_default(),
+            "--domain",
+            "hisp-a.example",
+            "--direction",
+            "outgoing",
+        ],
+    );
+    if !out.status.success() {
+        return Err(format!("anchors add: {}", text(&out.stderr)));
+    }
+    let payload = common::cert("../config/samples/vxu-v04.hl7");
+    let sealed = dir.path().join("to-d1.eml");
+    let out = agent(
+        &cfg,
+        &[
+            "message",
+            "seal",
+            "--from",
+            "ehr@hisp-a.example",
+            "--to",
+            "d1@domain1.test",
+            "--in",
+            payload.to_str().unwrap_or_default(),
+            "--out",
+            sealed.to_str().unwrap_or_default(),
+        ],
+    );
+    if !out.status.success() {
+        return Err(format!("seal to d1 failed: {}", text(&out.stderr)));
+    }
+    if !text(&out.stderr).contains("discovered 1 certificate(s) for d1@domain1.test") {
+        return Err(format!(
+            "seal did not report the discovery: {}",
+            text(&out.stderr)
+        ));
+    }
+    // The only recipient of the envelope is d1's certificate (issuer and serial).
+    let d1 = w.certs.get("d1").ok_or("no d1 certificate")?;
+    let serial = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(&d1.pem)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let serial = text(&serial.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_ascii_lowercase();
+    let printed = Command::new("openssl")
+        .args(["cms", "-cmsout", "-print", "-in"])
+        .arg(&sealed)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let printed = text(&printed.stdout).to_ascii_lowercase().replace(':', "");
+    if printed.matches("d.ktri").count() != 1 || !printed.contains(serial.trim_start_matches('0')) {
+        return Err(format!(
+            "the envelope is not addressed to d1 (serial {serial}) alone"
+        ));
+    }
+    let refused = dir.path().join("to-d5.eml");
+    let out = agent(
+        &cfg,
+        &[
+            "message",
+            "seal",
+            "--from",
+            "ehr@hisp-a.example",
+            "--to",
+            "d5@domain5.test",
+            "--in",
+            payload.to_str().unwrap_or_default(),
+            "--out",
+            refused.to_str().unwrap_or_default(),
+        ],
+    );
+    if out.status.code() != Some(5) || refused.exists() {
+        return Err(format!(
+            "seal to d5 (expired only) must exit 5 and write nothing: {:?} {}",
+            out.status.code(),
+            text(&out.stderr)
+        ));
+    }
+    if !text(&out.stderr).contains("no usable certificate for d5@domain5.test") {
+        return Err(format!("seal to d5: unclear reason: {}", text(&out.stderr)));
+    }
+    Ok("sealed to d1's discovered certificate; d5 refused with exit 5".into())
 }
