@@ -8,84 +8,31 @@
 //! what it serves.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use tempfile::TempDir;
 
 mod common;
+mod support;
 use common::{BIN, cert, text};
+use support::http::HttpServer;
 
 const PORT: u16 = 18080;
 
-/// The shared loopback server and the directory it serves.
-struct Server {
-    _child: ChildGuard,
-    dir: TempDir,
-}
-
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn server() -> MutexGuard<'static, Server> {
-    static SERVER: OnceLock<Mutex<Server>> = OnceLock::new();
-    let m = SERVER.get_or_init(|| Mutex::new(start_server()));
+fn server() -> MutexGuard<'static, HttpServer> {
+    static SERVER: OnceLock<Mutex<HttpServer>> = OnceLock::new();
+    let m = SERVER.get_or_init(|| Mutex::new(HttpServer::start_on(PORT)));
     let guard = m.lock().unwrap_or_else(|p| p.into_inner());
     serve_everything(&guard);
     guard
 }
 
-fn start_server() -> Server {
-    let dir = TempDir::new().unwrap();
-    fs::create_dir_all(dir.path().join("crl")).unwrap();
-    fs::create_dir_all(dir.path().join("aia")).unwrap();
-    // The server exits when its standard input closes, i.e. when this test process ends: a
-    // server held in a static is never dropped, so it must not outlive the process.
-    let script = r#"
-import functools, http.server, sys, threading
-class Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-handler = functools.partial(Quiet, directory=sys.argv[2])
-server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler)
-print("port %d" % server.server_address[1], flush=True)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-sys.stdin.read()
-"#;
-    let child = Command::new("python3")
-        .args(["-c", script, &PORT.to_string()])
-        .arg(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start python3 ({e}): apt-get install -y python3"));
-    let mut child = ChildGuard(child);
-    let mut line = String::new();
-    let stdout = child.0.stdout.take().unwrap();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    if !line.contains(&format!("port {PORT}")) {
-        let mut err = String::new();
-        if let Some(mut e) = child.0.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut err);
-        }
-        panic!(
-            "the loopback HTTP server did not start on 127.0.0.1:{PORT} (is the port taken?): {err}"
-        );
-    }
-    Server { _child: child, dir }
-}
-
 /// Serve every CRL and CA certificate of the test PKI.
-fn serve_everything(s: &Server) {
+fn serve_everything(s: &HttpServer) {
+    fs::create_dir_all(s.dir.path().join("crl")).unwrap();
+    fs::create_dir_all(s.dir.path().join("aia")).unwrap();
     for n in [
         "root-a",
         "root-b",
@@ -107,7 +54,7 @@ fn serve_everything(s: &Server) {
     }
 }
 
-fn unserve(s: &Server, rel: &str) {
+fn unserve(s: &HttpServer, rel: &str) {
     fs::remove_file(s.dir.path().join(rel)).unwrap();
 }
 

@@ -22,18 +22,25 @@ class Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
 handler = functools.partial(Quiet, directory=sys.argv[1])
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[2])), handler)
 print("port %d" % server.server_address[1], flush=True)
 threading.Thread(target=server.serve_forever, daemon=True).start()
 sys.stdin.read()
 "#;
 
 impl HttpServer {
+    /// On a port the kernel chooses.
     pub fn start() -> HttpServer {
+        HttpServer::start_on(0)
+    }
+
+    /// On `port` (0: the kernel chooses); fails the test when the port is taken.
+    pub fn start_on(wanted: u16) -> HttpServer {
         let dir = TempDir::new().expect("temp dir");
         let child = Command::new("python3")
             .args(["-c", SCRIPT])
             .arg(dir.path())
+            .arg(wanted.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -52,7 +59,9 @@ impl HttpServer {
             if let Some(mut e) = child.0.stderr.take() {
                 let _ = e.read_to_string(&mut err);
             }
-            panic!("the loopback HTTP server did not start: {line:?} {err}");
+            panic!(
+                "the loopback HTTP server did not start on 127.0.0.1:{wanted} (is the port taken?): {line:?} {err}"
+            );
         };
         HttpServer {
             _child: child,
