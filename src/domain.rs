@@ -36,14 +36,29 @@ pub struct LocalDomain {
 }
 
 impl LocalDomain {
-    /// Load every `[[domain]]` of `cfg`.
+    /// Load every `[[domain]]` of `cfg`, with its credentials.
     pub fn load_all(cfg: &Config) -> Result<Vec<LocalDomain>, DomainError> {
+        Self::load(cfg, true)
+    }
+
+    /// Load every `[[domain]]` without reading private keys (for commands that only validate
+    /// or discover others' certificates).
+    pub fn load_all_public(cfg: &Config) -> Result<Vec<LocalDomain>, DomainError> {
+        Self::load(cfg, false)
+    }
+
+    fn load(cfg: &Config, with_credentials: bool) -> Result<Vec<LocalDomain>, DomainError> {
         cfg.domains
             .iter()
             .enumerate()
             .map(|(i, d)| {
                 let mut credentials = Vec::new();
-                for (j, c) in d.credentials.iter().enumerate() {
+                let wanted = if with_credentials {
+                    d.credentials.len()
+                } else {
+                    0
+                };
+                for (j, c) in d.credentials.iter().take(wanted).enumerate() {
                     let credential =
                         Credential::load(&c.key, c.cert.as_deref(), c.password_env.as_deref())
                             .map_err(|source| DomainError {
@@ -144,5 +159,7 @@ mod tests {
         .unwrap();
         let e = LocalDomain::load_all(&cfg).unwrap_err();
         assert!(e.to_string().contains("domain[0].credential[0]"), "{e}");
+        let public = LocalDomain::load_all_public(&cfg).expect("no keys are read");
+        assert!(public[0].credentials.is_empty());
     }
 }

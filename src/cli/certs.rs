@@ -70,7 +70,7 @@ fn discover(a: DiscoverArgs, config: Option<&std::path::Path>) -> i32 {
         Ok(x) => x,
         Err(e) => return usage(e),
     };
-    let ctx = match Context::load(config) {
+    let ctx = match Context::load_public(config) {
         Ok(c) => c,
         Err(e) => return usage(e),
     };
@@ -143,7 +143,7 @@ fn validate(a: ValidateArgs, config: Option<&std::path::Path>) -> i32 {
         Ok(x) => x,
         Err(e) => return usage(format!("--for: {e}")),
     };
-    let ctx = match Context::load(config) {
+    let ctx = match Context::load_public(config) {
         Ok(c) => c,
         Err(e) => return usage(e),
     };

@@ -24,12 +24,26 @@ pub struct Context {
 }
 
 impl Context {
-    /// Load the configuration (`--config`, `DIRECT_AGENT_CONFIG` or the default), its domains and
-    /// the store. Errors are configuration errors (exit 2).
+    /// Load the configuration (`--config`, `DIRECT_AGENT_CONFIG` or the default), its domains with
+    /// their credentials, and the store. Errors are configuration errors (exit 2).
     pub fn load(config_flag: Option<&Path>) -> Result<Context, String> {
+        Self::open(config_flag, true)
+    }
+
+    /// As [`Context::load`], without reading our private keys (validate and discover only).
+    pub fn load_public(config_flag: Option<&Path>) -> Result<Context, String> {
+        Self::open(config_flag, false)
+    }
+
+    fn open(config_flag: Option<&Path>, with_credentials: bool) -> Result<Context, String> {
         let path = Config::locate(config_flag);
         let config = Config::load(&path).map_err(|e| e.to_string())?;
-        let domains = LocalDomain::load_all(&config).map_err(|e| e.to_string())?;
+        let domains = if with_credentials {
+            LocalDomain::load_all(&config)
+        } else {
+            LocalDomain::load_all_public(&config)
+        }
+        .map_err(|e| e.to_string())?;
         let store = crate::store::open_store(&config).map_err(|e| e.to_string())?;
         let fetcher = HttpFetcher::new(config.fetch_timeout());
         Ok(Context {
