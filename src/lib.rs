@@ -33,4 +33,5 @@ pub mod message;
 pub mod mime;
 pub mod smime;
 pub mod store;
+pub mod transport;
 pub mod trust;

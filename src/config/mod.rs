@@ -9,6 +9,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod transport;
+pub use transport::{
+    ConnTls, ImapAfter, ImapConfig, MxTls, RouteConfig, SinkConfig, SmtpInConfig, SmtpOutConfig,
+    parse_size,
+};
+
 /// Environment variable naming the configuration file when `--config` is not given.
 pub const CONFIG_ENV: &str = "DIRECT_AGENT_CONFIG";
 /// The configuration file used when neither `--config` nor the environment names one.
@@ -50,6 +56,14 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     #[serde(default, rename = "domain")]
     pub domains: Vec<DomainConfig>,
+    #[serde(default)]
+    pub smtp_in: SmtpInConfig,
+    #[serde(default)]
+    pub smtp_out: SmtpOutConfig,
+    #[serde(default)]
+    pub imap: Vec<ImapConfig>,
+    #[serde(default, rename = "sink")]
+    pub sinks: Vec<SinkConfig>,
     /// Where the file was read from (set by [`Config::load`]).
     #[serde(skip)]
     pub source: PathBuf,
@@ -62,14 +76,23 @@ pub struct AgentConfig {
     /// Directory for the store (trust anchors, bundles, caches). Default `var`.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Our host name in SMTP greetings (banner, EHLO) and generated Message-IDs. Default
+    /// "localhost".
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
 }
 
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             data_dir: default_data_dir(),
+            hostname: default_hostname(),
         }
     }
+}
+
+fn default_hostname() -> String {
+    "localhost".into()
 }
 
 fn default_data_dir() -> PathBuf {
@@ -315,6 +338,7 @@ impl Config {
                 ));
             }
         }
+        self.check_transport(&invalid)?;
         let mut seen = std::collections::HashSet::new();
         for (i, d) in self.domains.iter().enumerate() {
             let key = format!("domain[{i}].name");
@@ -347,6 +371,98 @@ impl Config {
         Ok(())
     }
 
+    fn check_transport(
+        &self,
+        invalid: &dyn Fn(String, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let duration = |key: &str, value: &str| {
+            if parse_duration(value).is_none() {
+                Err(invalid(
+                    key.into(),
+                    format!("'{value}' is not a duration (use e.g. \"30s\", \"5m\", \"24h\")"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let s = &self.smtp_in;
+        for (i, l) in s.listen.iter().enumerate() {
+            if l.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(
+                    format!("smtp_in.listen[{i}]"),
+                    format!("'{l}' is not IP:PORT (e.g. \"0.0.0.0:25\")"),
+                ));
+            }
+        }
+        if s.tls_cert.is_some() != s.tls_key.is_some() {
+            return Err(invalid(
+                "smtp_in.tls_cert".into(),
+                "tls_cert and tls_key go together: give both or neither".into(),
+            ));
+        }
+        if s.require_tls && s.tls_cert.is_none() {
+            return Err(invalid(
+                "smtp_in.require_tls".into(),
+                "require_tls needs tls_cert and tls_key to offer STARTTLS".into(),
+            ));
+        }
+        if parse_size(&s.max_size).is_none() {
+            return Err(invalid(
+                "smtp_in.max_size".into(),
+                format!("'{}' is not a size (use e.g. \"38MiB\", \"10MB\")", s.max_size),
+            ));
+        }
+        duration("smtp_in.command_timeout", &s.command_timeout)?;
+        duration("smtp_in.data_timeout", &s.data_timeout)?;
+        if s.max_connections == 0 || s.max_recipients == 0 {
+            return Err(invalid(
+                "smtp_in.max_connections".into(),
+                "max_connections and max_recipients must be at least 1".into(),
+            ));
+        }
+        let o = &self.smtp_out;
+        duration("smtp_out.lifetime", &o.lifetime)?;
+        duration("smtp_out.retry_initial", &o.retry_initial)?;
+        duration("smtp_out.retry_max", &o.retry_max)?;
+        duration("smtp_out.timeout", &o.timeout)?;
+        if o.per_domain_concurrency == 0 || o.concurrency == 0 {
+            return Err(invalid(
+                "smtp_out.concurrency".into(),
+                "concurrency and per_domain_concurrency must be at least 1".into(),
+            ));
+        }
+        for (i, r) in o.routes.iter().enumerate() {
+            if r.host.trim().is_empty() {
+                return Err(invalid(
+                    format!("smtp_out.route[{i}].host"),
+                    "a route needs a host".into(),
+                ));
+            }
+            if r.username.is_some() != r.password_env.is_some() {
+                return Err(invalid(
+                    format!("smtp_out.route[{i}].password_env"),
+                    "username and password_env go together for SMTP AUTH".into(),
+                ));
+            }
+            if r.username.is_some() && r.tls == ConnTls::None {
+                return Err(invalid(
+                    format!("smtp_out.route[{i}].tls"),
+                    "SMTP AUTH over a plain-text connection would expose the password: use tls = \"starttls\" or \"tls\"".into(),
+                ));
+            }
+        }
+        for (i, m) in self.imap.iter().enumerate() {
+            duration(&format!("imap[{i}].poll_interval"), &m.poll_interval)?;
+            if m.host.trim().is_empty() || m.username.trim().is_empty() {
+                return Err(invalid(
+                    format!("imap[{i}].host"),
+                    "an IMAP mailbox needs host and username".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn resolve_paths(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
@@ -354,6 +470,26 @@ impl Config {
             }
         };
         fix(&mut self.agent.data_dir);
+        for p in [
+            &mut self.smtp_in.tls_cert,
+            &mut self.smtp_in.tls_key,
+            &mut self.smtp_out.tls_ca,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
+        for m in &mut self.imap {
+            if let Some(p) = m.tls_ca.as_mut() {
+                fix(p);
+            }
+        }
+        for s in &mut self.sinks {
+            match s {
+                SinkConfig::Directory { path } => fix(path),
+            }
+        }
         for c in &mut self.discovery.certificates {
             fix(&mut c.file);
         }
