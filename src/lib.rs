@@ -32,6 +32,7 @@ pub mod domain;
 pub mod message;
 pub mod mime;
 pub mod smime;
+pub mod spool;
 pub mod store;
 pub mod transport;
 pub mod trust;

@@ -1,0 +1,1015 @@
+//! `SqliteSpool`: the embedded spool, one SQLite file `spool.sqlite` in the data directory,
+//! raw messages stored in the database beside their state so one commit makes a message and its
+//! envelope durable together (no file/row mismatch after a crash).
+//!
+//! WAL mode with `synchronous=FULL`: a commit is on disk (fsynced) when it returns, which is
+//! what lets the SMTP listener answer `250` and the IMAP poller set `\Seen` afterwards. `send`
+//! and the running agent share the file; `busy_timeout` lets their writes take turns.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::*;
+
+/// The spool's file name inside the data directory.
+pub const SPOOL_FILE: &str = "spool.sqlite";
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS inbound (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    source          TEXT    NOT NULL,
+    mail_from       TEXT    NOT NULL,
+    rcpt_to         TEXT    NOT NULL,
+    message_id      TEXT,
+    size            INTEGER NOT NULL,
+    raw             BLOB    NOT NULL,
+    state           TEXT    NOT NULL,
+    received_at     INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    lease_until     INTEGER NOT NULL DEFAULT 0,
+    reason_kind     TEXT,
+    reason          TEXT,
+    outcome         TEXT
+);
+CREATE INDEX IF NOT EXISTS inbound_due ON inbound (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS inbound_keys (
+    key        TEXT    PRIMARY KEY,
+    inbound_id INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbound (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind            TEXT    NOT NULL,
+    message_id      TEXT    NOT NULL,
+    domain          TEXT    NOT NULL,
+    mail_from       TEXT    NOT NULL,
+    rcpt_to         TEXT    NOT NULL,
+    body_id         INTEGER NOT NULL,
+    state           TEXT    NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    created_at      INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL,
+    lease_until     INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    blocked_on      TEXT,
+    history         TEXT    NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS outbound_due ON outbound (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS outbound_message ON outbound (message_id);
+CREATE TABLE IF NOT EXISTS bodies (
+    id   INTEGER PRIMARY KEY AUTOINCREMENT,
+    raw  BLOB    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS credentials (
+    name        TEXT    PRIMARY KEY,
+    disabled_at INTEGER NOT NULL,
+    reason      TEXT    NOT NULL
+);
+";
+
+/// The SQLite spool. One connection behind a mutex; callers in async code use `spawn_blocking`.
+pub struct SqliteSpool {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteSpool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteSpool")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> SpoolError + '_ {
+    move |e| SpoolError::Database {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    }
+}
+
+const INBOUND_COLUMNS: &str = "id, source, mail_from, rcpt_to, message_id, size, state, received_at, updated_at, attempts, next_attempt_at, reason_kind, reason, outcome";
+const OUTBOUND_COLUMNS: &str = "id, kind, message_id, domain, mail_from, rcpt_to, state, attempts, created_at, next_attempt_at, expires_at, last_error, blocked_on, history, body_id";
+
+fn inbound_from_row(row: &Row<'_>) -> rusqlite::Result<InboundEntry> {
+    let rcpt: String = row.get(3)?;
+    let state: String = row.get(6)?;
+    let outcome: Option<String> = row.get(13)?;
+    Ok(InboundEntry {
+        id: row.get(0)?,
+        source: row.get(1)?,
+        mail_from: row.get(2)?,
+        rcpt_to: serde_json::from_str(&rcpt).unwrap_or_default(),
+        message_id: row.get(4)?,
+        size: row.get::<_, i64>(5)? as usize,
+        state: InboundState::parse(&state).unwrap_or(InboundState::Received),
+        received_at: row.get(7)?,
+        updated_at: row.get(8)?,
+        attempts: row.get::<_, i64>(9)? as u32,
+        next_attempt_at: row.get(10)?,
+        reason_kind: row.get(11)?,
+        reason: row.get(12)?,
+        outcome: outcome.and_then(|o| serde_json::from_str(&o).ok()),
+        raw: Vec::new(),
+    })
+}
+
+fn outbound_from_row(row: &Row<'_>) -> rusqlite::Result<(OutboundEntry, i64)> {
+    let kind: String = row.get(1)?;
+    let rcpt: String = row.get(5)?;
+    let state: String = row.get(6)?;
+    let history: String = row.get(13)?;
+    Ok((
+        OutboundEntry {
+            id: row.get(0)?,
+            kind: OutboundKind::parse(&kind).unwrap_or(OutboundKind::Message),
+            message_id: row.get(2)?,
+            domain: row.get(3)?,
+            mail_from: row.get(4)?,
+            rcpt_to: serde_json::from_str(&rcpt).unwrap_or_default(),
+            size: 0,
+            state: OutboundState::parse(&state).unwrap_or(OutboundState::Queued),
+            attempts: row.get::<_, i64>(7)? as u32,
+            created_at: row.get(8)?,
+            next_attempt_at: row.get(9)?,
+            expires_at: row.get(10)?,
+            last_error: row.get(11)?,
+            blocked_on: row.get(12)?,
+            history: serde_json::from_str(&history).unwrap_or_default(),
+            raw: Vec::new(),
+        },
+        row.get(14)?,
+    ))
+}
+
+/// The duplicate-detection keys of a received message.
+fn inbound_keys(msg: &NewInbound<'_>) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut rcpts: Vec<String> = msg.rcpt_to.iter().map(|r| r.to_ascii_lowercase()).collect();
+    rcpts.sort();
+    rcpts.dedup();
+    match &msg.source {
+        Source::Imap {
+            account,
+            uidvalidity,
+            uid,
+        } => {
+            keys.push(format!("imap:{account}:{uidvalidity}:{uid}"));
+            if let Some(id) = &msg.message_id {
+                keys.push(format!("imap-msgid:{account}:{}", id.trim()));
+            }
+        }
+        _ => {
+            if let Some(id) = &msg.message_id {
+                keys.push(format!("msgid:{}:{}", id.trim(), rcpts.join(",")));
+            }
+        }
+    }
+    keys
+}
+
+impl SqliteSpool {
+    /// Open (creating) the spool in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<SqliteSpool, SpoolError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| SpoolError::Database {
+            path: data_dir.display().to_string(),
+            detail: format!("cannot create the data directory: {e}"),
+        })?;
+        let path = data_dir.join(SPOOL_FILE);
+        let err = db_err(&path);
+        let conn = Connection::open(&path).map_err(&err)?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(&err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(&err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(&err)?;
+        conn.execute_batch(SCHEMA).map_err(&err)?;
+        let version: Option<i64> = conn
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .optional()
+            .map_err(&err)?;
+        match version {
+            None => {
+                conn.execute(
+                    "INSERT INTO schema_version (version) VALUES (?1)",
+                    [SCHEMA_VERSION],
+                )
+                .map_err(&err)?;
+            }
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(SpoolError::Database {
+                    path: path.display().to_string(),
+                    detail: format!(
+                        "written by a newer direct-agent (schema {v}, this one reads {SCHEMA_VERSION}): upgrade this binary"
+                    ),
+                });
+            }
+            Some(_) => {}
+        }
+        drop(err);
+        Ok(SqliteSpool {
+            path,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, SpoolError> {
+        // A poisoned lock means a panic while holding it; the connection itself is still
+        // consistent (SQLite rolls back the open transaction), so keep using it.
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(db_err(&self.path))
+    }
+
+    fn load_outbound(conn: &Connection, id: i64) -> rusqlite::Result<Option<OutboundEntry>> {
+        let found = conn
+            .query_row(
+                &format!("SELECT {OUTBOUND_COLUMNS} FROM outbound WHERE id = ?1"),
+                [id],
+                outbound_from_row,
+            )
+            .optional()?;
+        let Some((mut entry, body_id)) = found else {
+            return Ok(None);
+        };
+        entry.raw = conn.query_row("SELECT raw FROM bodies WHERE id = ?1", [body_id], |r| {
+            r.get(0)
+        })?;
+        entry.size = entry.raw.len();
+        Ok(Some(entry))
+    }
+
+    fn list_outbound_where(
+        &self,
+        clause: &str,
+        param: Option<&str>,
+    ) -> Result<Vec<OutboundEntry>, SpoolError> {
+        self.with(|c| {
+            let sql = format!(
+                "SELECT {OUTBOUND_COLUMNS}, (SELECT length(raw) FROM bodies WHERE bodies.id = outbound.body_id) FROM outbound {clause} ORDER BY id DESC"
+            );
+            let mut stmt = c.prepare(&sql)?;
+            let map = |r: &Row<'_>| {
+                let (mut e, _) = outbound_from_row(r)?;
+                e.size = r.get::<_, Option<i64>>(15)?.unwrap_or(0) as usize;
+                Ok(e)
+            };
+            let rows = match param {
+                Some(p) => stmt.query_map([p], map)?.collect::<Result<Vec<_>, _>>()?,
+                None => stmt.query_map([], map)?.collect::<Result<Vec<_>, _>>()?,
+            };
+            Ok(rows)
+        })
+    }
+}
+
+fn push_history(history: &str, attempt: &Attempt) -> String {
+    let mut h: Vec<Attempt> = serde_json::from_str(history).unwrap_or_default();
+    h.push(attempt.clone());
+    serde_json::to_string(&h).unwrap_or_else(|_| "[]".into())
+}
+
+impl Spool for SqliteSpool {
+    fn receive(&self, msg: NewInbound<'_>) -> Result<Received, SpoolError> {
+        let keys = inbound_keys(&msg);
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for k in &keys {
+                let existing: Option<i64> = tx
+                    .query_row(
+                        "SELECT inbound_id FROM inbound_keys WHERE key = ?1",
+                        [k],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(id) = existing {
+                    // Record the other keys too (an IMAP copy of a message known by Message-ID).
+                    for k2 in &keys {
+                        tx.execute(
+                            "INSERT OR IGNORE INTO inbound_keys (key, inbound_id) VALUES (?1, ?2)",
+                            params![k2, id],
+                        )?;
+                    }
+                    tx.commit()?;
+                    return Ok(Received::Duplicate(id));
+                }
+            }
+            tx.execute(
+                "INSERT INTO inbound (source, mail_from, rcpt_to, message_id, size, raw, state, received_at, updated_at, next_attempt_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'received', ?7, ?7, ?7)",
+                params![
+                    msg.source.describe(),
+                    msg.mail_from,
+                    serde_json::to_string(&msg.rcpt_to).unwrap_or_else(|_| "[]".into()),
+                    msg.message_id,
+                    msg.raw.len() as i64,
+                    msg.raw,
+                    msg.now
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            for k in &keys {
+                tx.execute(
+                    "INSERT OR IGNORE INTO inbound_keys (key, inbound_id) VALUES (?1, ?2)",
+                    params![k, id],
+                )?;
+            }
+            tx.commit()?;
+            Ok(Received::Stored(id))
+        })
+    }
+
+    fn imap_seen(
+        &self,
+        account: &str,
+        uidvalidity: u32,
+        uid: u32,
+        message_id: Option<&str>,
+    ) -> Result<bool, SpoolError> {
+        let mut keys = vec![format!("imap:{account}:{uidvalidity}:{uid}")];
+        if let Some(id) = message_id {
+            keys.push(format!("imap-msgid:{account}:{}", id.trim()));
+        }
+        self.with(|c| {
+            for k in &keys {
+                let hit: Option<i64> = c
+                    .query_row(
+                        "SELECT inbound_id FROM inbound_keys WHERE key = ?1",
+                        [k],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if hit.is_some() {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
+    }
+
+    fn claim_inbound(&self, now: i64, lease: i64) -> Result<Option<InboundEntry>, SpoolError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let id: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM inbound WHERE state = 'received' AND next_attempt_at <= ?1 AND lease_until <= ?1 ORDER BY next_attempt_at, id LIMIT 1",
+                    [now],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(id) = id else {
+                return Ok(None);
+            };
+            tx.execute(
+                "UPDATE inbound SET lease_until = ?2, attempts = attempts + 1 WHERE id = ?1",
+                params![id, now + lease],
+            )?;
+            let mut entry = tx.query_row(
+                &format!("SELECT {INBOUND_COLUMNS} FROM inbound WHERE id = ?1"),
+                [id],
+                inbound_from_row,
+            )?;
+            entry.raw = tx.query_row("SELECT raw FROM inbound WHERE id = ?1", [id], |r| r.get(0))?;
+            tx.commit()?;
+            Ok(Some(entry))
+        })
+    }
+
+    fn finish_inbound(
+        &self,
+        id: i64,
+        outcome: &InboundOutcome,
+        now: i64,
+    ) -> Result<(), SpoolError> {
+        self.with(|c| {
+            match outcome {
+                InboundOutcome::Delivered { detail } => c.execute(
+                    "UPDATE inbound SET state = 'delivered', updated_at = ?2, lease_until = 0, reason_kind = NULL, reason = NULL, outcome = ?3 WHERE id = ?1",
+                    params![id, now, detail.to_string()],
+                )?,
+                InboundOutcome::Quarantined { kind, reason } => c.execute(
+                    "UPDATE inbound SET state = 'quarantined', updated_at = ?2, lease_until = 0, reason_kind = ?3, reason = ?4 WHERE id = ?1",
+                    params![id, now, kind, reason],
+                )?,
+                InboundOutcome::Retry {
+                    reason,
+                    next_attempt_at,
+                } => c.execute(
+                    "UPDATE inbound SET updated_at = ?2, lease_until = 0, reason_kind = 'sink', reason = ?3, next_attempt_at = ?4 WHERE id = ?1",
+                    params![id, now, reason, next_attempt_at],
+                )?,
+            };
+            Ok(())
+        })
+    }
+
+    fn inbound(&self, id: i64) -> Result<Option<InboundEntry>, SpoolError> {
+        self.with(|c| {
+            let entry = c
+                .query_row(
+                    &format!("SELECT {INBOUND_COLUMNS}, raw FROM inbound WHERE id = ?1"),
+                    [id],
+                    |r| {
+                        let mut e = inbound_from_row(r)?;
+                        e.raw = r.get(14)?;
+                        Ok(e)
+                    },
+                )
+                .optional()?;
+            Ok(entry)
+        })
+    }
+
+    fn list_inbound(&self, state: Option<InboundState>) -> Result<Vec<InboundEntry>, SpoolError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {INBOUND_COLUMNS} FROM inbound WHERE (?1 IS NULL OR state = ?1) ORDER BY id DESC"
+            ))?;
+            let rows = stmt
+                .query_map([state.map(|s| s.as_str())], inbound_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn release(&self, id: i64, now: i64) -> Result<bool, SpoolError> {
+        self.with(|c| {
+            let n = c.execute(
+                "UPDATE inbound SET state = 'received', next_attempt_at = ?2, updated_at = ?2, lease_until = 0 WHERE id = ?1 AND state = 'quarantined'",
+                params![id, now],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    fn enqueue(&self, msg: NewOutbound<'_>) -> Result<Vec<i64>, SpoolError> {
+        // One entry per recipient domain, in first-seen order.
+        let mut by_domain: Vec<(String, Vec<String>)> = Vec::new();
+        for r in &msg.rcpt_to {
+            let domain = r
+                .rsplit_once('@')
+                .map(|(_, d)| d.trim_end_matches('>').to_ascii_lowercase())
+                .unwrap_or_default();
+            match by_domain.iter_mut().find(|(d, _)| *d == domain) {
+                Some((_, list)) => list.push(r.clone()),
+                None => by_domain.push((domain, vec![r.clone()])),
+            }
+        }
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("INSERT INTO bodies (raw) VALUES (?1)", [msg.raw])?;
+            let body_id = tx.last_insert_rowid();
+            let mut ids = Vec::new();
+            for (domain, rcpts) in &by_domain {
+                tx.execute(
+                    "INSERT INTO outbound (kind, message_id, domain, mail_from, rcpt_to, body_id, state, created_at, next_attempt_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?7, ?8)",
+                    params![
+                        msg.kind.as_str(),
+                        msg.message_id,
+                        domain,
+                        msg.mail_from,
+                        serde_json::to_string(rcpts).unwrap_or_else(|_| "[]".into()),
+                        body_id,
+                        msg.now,
+                        msg.expires_at
+                    ],
+                )?;
+                ids.push(tx.last_insert_rowid());
+            }
+            tx.commit()?;
+            Ok(ids)
+        })
+    }
+
+    fn claim_outbound(
+        &self,
+        now: i64,
+        lease: i64,
+        per_domain: usize,
+    ) -> Result<Option<OutboundEntry>, SpoolError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let id: Option<i64> = tx
+                .query_row(
+                    "SELECT o.id FROM outbound o
+                     WHERE o.blocked_on IS NULL
+                       AND ((o.state = 'queued' AND o.next_attempt_at <= ?1)
+                            OR (o.state = 'sending' AND o.lease_until <= ?1))
+                       AND (SELECT count(*) FROM outbound b
+                            WHERE b.domain = o.domain AND b.state = 'sending' AND b.lease_until > ?1) < ?2
+                     ORDER BY o.next_attempt_at, o.id LIMIT 1",
+                    params![now, per_domain as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(id) = id else {
+                return Ok(None);
+            };
+            tx.execute(
+                "UPDATE outbound SET state = 'sending', lease_until = ?2 WHERE id = ?1",
+                params![id, now + lease],
+            )?;
+            let entry = Self::load_outbound(&tx, id)?;
+            tx.commit()?;
+            Ok(entry)
+        })
+    }
+
+    fn record_attempt(
+        &self,
+        id: i64,
+        result: &AttemptResult,
+        now: i64,
+    ) -> Result<OutboundState, SpoolError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (history, expires_at): (String, i64) = tx.query_row(
+                "SELECT history, expires_at FROM outbound WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let (state, attempt, next, last_error, blocked_on, counts) = match result {
+                AttemptResult::Sent { detail } => (
+                    OutboundState::Sent,
+                    Attempt {
+                        at: now,
+                        outcome: "sent".into(),
+                        detail: detail.clone(),
+                        next_attempt_at: None,
+                    },
+                    now,
+                    None,
+                    None,
+                    true,
+                ),
+                AttemptResult::Transient {
+                    detail,
+                    next_attempt_at,
+                } if *next_attempt_at > expires_at => (
+                    OutboundState::Failed,
+                    Attempt {
+                        at: now,
+                        outcome: "expired".into(),
+                        detail: format!(
+                            "{detail}; retries stopped: the message's lifetime (smtp_out.lifetime) ends before the next attempt"
+                        ),
+                        next_attempt_at: None,
+                    },
+                    now,
+                    Some(detail.clone()),
+                    None,
+                    true,
+                ),
+                AttemptResult::Transient {
+                    detail,
+                    next_attempt_at,
+                } => (
+                    OutboundState::Queued,
+                    Attempt {
+                        at: now,
+                        outcome: "transient".into(),
+                        detail: detail.clone(),
+                        next_attempt_at: Some(*next_attempt_at),
+                    },
+                    *next_attempt_at,
+                    Some(detail.clone()),
+                    None,
+                    true,
+                ),
+                AttemptResult::Permanent { detail } => (
+                    OutboundState::Failed,
+                    Attempt {
+                        at: now,
+                        outcome: "permanent".into(),
+                        detail: detail.clone(),
+                        next_attempt_at: None,
+                    },
+                    now,
+                    Some(detail.clone()),
+                    None,
+                    true,
+                ),
+                AttemptResult::Blocked {
+                    credential,
+                    outcome,
+                    detail,
+                } => (
+                    OutboundState::Queued,
+                    Attempt {
+                        at: now,
+                        outcome: outcome.clone(),
+                        detail: detail.clone(),
+                        next_attempt_at: None,
+                    },
+                    now,
+                    Some(detail.clone()),
+                    Some(credential.clone()),
+                    outcome == "auth-rejected",
+                ),
+            };
+            tx.execute(
+                "UPDATE outbound SET state = ?2, attempts = attempts + ?3, next_attempt_at = ?4, lease_until = 0, last_error = ?5, blocked_on = ?6, history = ?7 WHERE id = ?1",
+                params![
+                    id,
+                    state.as_str(),
+                    counts as i64,
+                    next,
+                    last_error,
+                    blocked_on,
+                    push_history(&history, &attempt)
+                ],
+            )?;
+            tx.commit()?;
+            Ok(state)
+        })
+    }
+
+    fn outbound(&self, id: i64) -> Result<Option<OutboundEntry>, SpoolError> {
+        self.with(|c| Self::load_outbound(c, id))
+    }
+
+    fn list_outbound(
+        &self,
+        state: Option<OutboundState>,
+    ) -> Result<Vec<OutboundEntry>, SpoolError> {
+        match state {
+            Some(s) => self.list_outbound_where("WHERE state = ?1", Some(s.as_str())),
+            None => self.list_outbound_where("", None),
+        }
+    }
+
+    fn outbound_by_message_id(&self, message_id: &str) -> Result<Vec<OutboundEntry>, SpoolError> {
+        self.list_outbound_where("WHERE message_id = ?1", Some(message_id))
+    }
+
+    fn retry(&self, id: i64, now: i64) -> Result<bool, SpoolError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let history: Option<String> = tx
+                .query_row(
+                    "SELECT history FROM outbound WHERE id = ?1 AND state IN ('queued', 'failed') AND blocked_on IS NULL",
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(history) = history else {
+                return Ok(false);
+            };
+            let attempt = Attempt {
+                at: now,
+                outcome: "retry".into(),
+                detail: "operator asked for a retry (queue retry)".into(),
+                next_attempt_at: Some(now),
+            };
+            tx.execute(
+                "UPDATE outbound SET state = 'queued', next_attempt_at = ?2, expires_at = max(expires_at, ?2 + 3600), history = ?3 WHERE id = ?1",
+                params![id, now, push_history(&history, &attempt)],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    fn drop_entry(&self, id: i64, now: i64) -> Result<bool, SpoolError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let history: Option<String> = tx
+                .query_row(
+                    "SELECT history FROM outbound WHERE id = ?1 AND state IN ('queued', 'failed')",
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(history) = history else {
+                return Ok(false);
+            };
+            let attempt = Attempt {
+                at: now,
+                outcome: "dropped".into(),
+                detail: "dropped by an operator (queue drop)".into(),
+                next_attempt_at: None,
+            };
+            tx.execute(
+                "UPDATE outbound SET state = 'dropped', blocked_on = NULL, history = ?2 WHERE id = ?1",
+                params![id, push_history(&history, &attempt)],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    fn queue_depth(&self) -> Result<(usize, Option<i64>), SpoolError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT count(*), min(created_at) FROM outbound WHERE state IN ('queued', 'sending')",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as usize, r.get(1)?)),
+            )
+        })
+    }
+
+    fn disable_credential(&self, name: &str, reason: &str, now: i64) -> Result<(), SpoolError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO credentials (name, disabled_at, reason) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO NOTHING",
+                params![name, now, reason],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn disabled_credential(&self, name: &str) -> Result<Option<DisabledCredential>, SpoolError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT name, disabled_at, reason FROM credentials WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(DisabledCredential {
+                        name: r.get(0)?,
+                        disabled_at: r.get(1)?,
+                        reason: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    fn disabled_credentials(&self) -> Result<Vec<DisabledCredential>, SpoolError> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT name, disabled_at, reason FROM credentials ORDER BY name")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(DisabledCredential {
+                        name: r.get(0)?,
+                        disabled_at: r.get(1)?,
+                        reason: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn reset_credential(&self, name: &str, now: i64) -> Result<bool, SpoolError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute("DELETE FROM credentials WHERE name = ?1", [name])?;
+            tx.execute(
+                "UPDATE outbound SET blocked_on = NULL, next_attempt_at = ?2 WHERE blocked_on = ?1 AND state = 'queued'",
+                params![name, now],
+            )?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spool() -> (tempfile::TempDir, SqliteSpool) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteSpool::open(dir.path()).unwrap();
+        (dir, s)
+    }
+
+    fn smtp_msg<'a>(id: Option<&str>, raw: &'a [u8]) -> NewInbound<'a> {
+        NewInbound {
+            source: Source::Smtp {
+                peer: "127.0.0.1:1".into(),
+                helo: "peer".into(),
+                tls: false,
+            },
+            mail_from: "a@hisp-a.example".into(),
+            rcpt_to: vec!["b@hisp-b.example".into()],
+            message_id: id.map(str::to_string),
+            raw,
+            now: 100,
+        }
+    }
+
+    #[test]
+    fn inbound_duplicates_by_message_id_and_recipients() {
+        let (_d, s) = spool();
+        let first = s.receive(smtp_msg(Some("<1@a>"), b"x")).unwrap();
+        assert!(matches!(first, Received::Stored(_)));
+        assert_eq!(
+            s.receive(smtp_msg(Some("<1@a>"), b"x")).unwrap(),
+            Received::Duplicate(first.id())
+        );
+        let mut other = smtp_msg(Some("<1@a>"), b"x");
+        other.rcpt_to = vec!["c@hisp-b.example".into()];
+        assert!(matches!(s.receive(other).unwrap(), Received::Stored(_)));
+        // Without a Message-ID nothing can be recognised: both are kept.
+        assert!(matches!(
+            s.receive(smtp_msg(None, b"y")).unwrap(),
+            Received::Stored(_)
+        ));
+        assert!(matches!(
+            s.receive(smtp_msg(None, b"y")).unwrap(),
+            Received::Stored(_)
+        ));
+        assert_eq!(s.list_inbound(None).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn imap_keys_recognise_uid_and_message_id() {
+        let (_d, s) = spool();
+        let m = |uid, id: &str| NewInbound {
+            source: Source::Imap {
+                account: "acct".into(),
+                uidvalidity: 7,
+                uid,
+            },
+            mail_from: String::new(),
+            rcpt_to: vec![],
+            message_id: Some(id.into()),
+            raw: b"m",
+            now: 1,
+        };
+        assert!(!s.imap_seen("acct", 7, 1, None).unwrap());
+        let id = s.receive(m(1, "<a@x>")).unwrap().id();
+        assert!(s.imap_seen("acct", 7, 1, None).unwrap());
+        assert!(s.imap_seen("acct", 8, 99, Some("<a@x>")).unwrap());
+        assert_eq!(s.receive(m(2, "<a@x>")).unwrap(), Received::Duplicate(id));
+        assert!(!s.imap_seen("other", 7, 1, None).unwrap());
+    }
+
+    #[test]
+    fn inbound_claim_lease_and_finish() {
+        let (_d, s) = spool();
+        let id = s.receive(smtp_msg(Some("<1@a>"), b"raw")).unwrap().id();
+        let e = s.claim_inbound(100, 60).unwrap().unwrap();
+        assert_eq!((e.id, e.raw.as_slice(), e.attempts), (id, &b"raw"[..], 1));
+        // Leased: not claimable again until the lease ends (a crashed worker's entry returns).
+        assert!(s.claim_inbound(120, 60).unwrap().is_none());
+        let again = s.claim_inbound(161, 60).unwrap().unwrap();
+        assert_eq!((again.id, again.attempts), (id, 2));
+        s.finish_inbound(
+            id,
+            &InboundOutcome::Quarantined {
+                kind: "trust".into(),
+                reason: "untrusted".into(),
+            },
+            170,
+        )
+        .unwrap();
+        assert!(s.claim_inbound(10_000, 60).unwrap().is_none());
+        let q = s.list_inbound(Some(InboundState::Quarantined)).unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].reason.as_deref(), Some("untrusted"));
+        assert!(s.release(id, 200).unwrap());
+        assert!(
+            !s.release(id, 200).unwrap(),
+            "only quarantined entries are released"
+        );
+        assert_eq!(s.claim_inbound(200, 60).unwrap().unwrap().id, id);
+    }
+
+    fn queue(s: &SqliteSpool, rcpts: &[&str]) -> Vec<i64> {
+        s.enqueue(NewOutbound {
+            kind: OutboundKind::Message,
+            message_id: "<m@a>".into(),
+            mail_from: "a@hisp-a.example".into(),
+            rcpt_to: rcpts.iter().map(|r| r.to_string()).collect(),
+            raw: b"sealed",
+            now: 1000,
+            expires_at: 1000 + 86_400,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn outbound_one_entry_per_domain_and_per_domain_limit() {
+        let (_d, s) = spool();
+        let ids = queue(
+            &s,
+            &["b@hisp-b.example", "c@HISP-B.example", "d@hisp-c.example"],
+        );
+        assert_eq!(ids.len(), 2);
+        let e = s.outbound(ids[0]).unwrap().unwrap();
+        assert_eq!(e.rcpt_to.len(), 2);
+        assert_eq!(e.raw, b"sealed");
+        queue(&s, &["x@hisp-b.example"]);
+        // per_domain = 1: one hisp-b entry in flight blocks the other hisp-b entry.
+        let a = s.claim_outbound(1000, 60, 1).unwrap().unwrap();
+        let b = s.claim_outbound(1000, 60, 1).unwrap().unwrap();
+        assert_ne!(a.domain, b.domain);
+        assert!(s.claim_outbound(1000, 60, 1).unwrap().is_none());
+        s.record_attempt(
+            a.id,
+            &AttemptResult::Sent {
+                detail: "250".into(),
+            },
+            1001,
+        )
+        .unwrap();
+        let c = s.claim_outbound(1002, 60, 1).unwrap().unwrap();
+        assert_eq!(c.domain, "hisp-b.example");
+    }
+
+    #[test]
+    fn outbound_transient_then_expiry_and_operator_actions() {
+        let (_d, s) = spool();
+        let id = queue(&s, &["b@hisp-b.example"])[0];
+        let e = s.claim_outbound(1000, 60, 4).unwrap().unwrap();
+        let st = s
+            .record_attempt(
+                e.id,
+                &AttemptResult::Transient {
+                    detail: "451 try later".into(),
+                    next_attempt_at: 1100,
+                },
+                1000,
+            )
+            .unwrap();
+        assert_eq!(st, OutboundState::Queued);
+        assert!(s.claim_outbound(1099, 60, 4).unwrap().is_none());
+        let e = s.claim_outbound(1100, 60, 4).unwrap().unwrap();
+        let st = s
+            .record_attempt(
+                e.id,
+                &AttemptResult::Transient {
+                    detail: "451 try later".into(),
+                    next_attempt_at: 1000 + 86_401,
+                },
+                1100,
+            )
+            .unwrap();
+        assert_eq!(st, OutboundState::Failed, "past the lifetime: failed");
+        let e = s.outbound(id).unwrap().unwrap();
+        assert_eq!(e.attempts, 2);
+        assert_eq!(
+            e.history
+                .iter()
+                .map(|a| a.outcome.as_str())
+                .collect::<Vec<_>>(),
+            ["transient", "expired"]
+        );
+        assert!(s.retry(id, 2000).unwrap());
+        assert_eq!(s.claim_outbound(2000, 60, 4).unwrap().unwrap().id, id);
+        s.record_attempt(
+            id,
+            &AttemptResult::Permanent {
+                detail: "550 no".into(),
+            },
+            2001,
+        )
+        .unwrap();
+        assert!(s.drop_entry(id, 2002).unwrap());
+        assert_eq!(
+            s.outbound(id).unwrap().unwrap().state,
+            OutboundState::Dropped
+        );
+        assert!(!s.retry(id, 2003).unwrap());
+    }
+
+    #[test]
+    fn blocked_entries_wait_for_credential_reset() {
+        let (_d, s) = spool();
+        let id = queue(&s, &["b@hisp-b.example"])[0];
+        s.claim_outbound(1000, 60, 4).unwrap().unwrap();
+        s.disable_credential("smtp:hisp-b.example", "535 bad", 1000)
+            .unwrap();
+        s.record_attempt(
+            id,
+            &AttemptResult::Blocked {
+                credential: "smtp:hisp-b.example".into(),
+                outcome: "auth-rejected".into(),
+                detail: "535 bad".into(),
+            },
+            1000,
+        )
+        .unwrap();
+        assert!(s.claim_outbound(1_000_000, 60, 4).unwrap().is_none());
+        assert_eq!(s.disabled_credentials().unwrap().len(), 1);
+        assert!(s.reset_credential("smtp:hisp-b.example", 2000).unwrap());
+        assert!(!s.reset_credential("smtp:hisp-b.example", 2000).unwrap());
+        assert!(
+            s.disabled_credential("smtp:hisp-b.example")
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(s.claim_outbound(2000, 60, 4).unwrap().unwrap().id, id);
+    }
+}
