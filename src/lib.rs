@@ -23,6 +23,7 @@
 #![deny(unsafe_code)]
 
 pub mod address;
+pub mod agent;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -31,6 +32,7 @@ pub mod discovery;
 pub mod domain;
 pub mod message;
 pub mod mime;
+pub mod sink;
 pub mod smime;
 pub mod spool;
 pub mod store;

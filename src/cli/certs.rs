@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::EXIT_USAGE;
-use super::context::Context;
 use crate::address::DirectAddress;
+use crate::agent::Context;
 use crate::clock::SystemClock;
 use crate::credential::load_certificates;
 use crate::store::Direction;

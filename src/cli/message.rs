@@ -8,8 +8,8 @@ use openssl::x509::{X509, X509Crl};
 
 use super::EXIT_USAGE;
 use super::certs::EXIT_UNTRUSTED;
-use super::context::Context;
 use crate::address::DirectAddress;
+use crate::agent::Context;
 use crate::clock::{Clock, FixedClock, SystemClock};
 use crate::credential::{Credential, is_pkcs12, load_certificates};
 use crate::domain::LocalDomain;
@@ -240,22 +240,8 @@ fn run_seal(a: SealArgs, config: Option<&Path>) -> i32 {
     0
 }
 
-/// The To/Cc addresses of a message's outer header.
-fn outer_recipients(raw: &[u8]) -> Vec<DirectAddress> {
-    let outer = crate::mime::entity::Entity::parse(raw);
-    ["To", "Cc"]
-        .iter()
-        .filter_map(|h| outer.header(h))
-        .flat_map(crate::address::parse_list)
-        .filter_map(Result::ok)
-        .collect()
-}
-
-/// Configuration mode of `seal`: the configured credential for `from`. Recipient certificates
-/// given on the command line are validated against the domain's outgoing anchors (purpose
-/// encrypt, bound to one of the recipients); without any, each recipient's certificates are
-/// discovered (DNS CERT, then LDAP) and added to `recipients`. Errors carry their exit code: 2
-/// configuration, 5 untrusted or undiscoverable recipient.
+/// Configuration mode of `seal`: see [`Context::signer_and_recipients`]. Errors carry their
+/// exit code: 2 configuration, 5 untrusted or undiscoverable recipient.
 fn configured_signer(
     from: &DirectAddress,
     to: &[DirectAddress],
@@ -264,71 +250,11 @@ fn configured_signer(
     config: Option<&Path>,
 ) -> Result<Credential, (i32, String)> {
     let ctx = Context::load(config).map_err(|e| (EXIT_USAGE, e))?;
-    let domain = ctx.domain_of(from).map_err(|e| (EXIT_USAGE, e))?;
-    let signer = domain.signer_for(from).cloned().ok_or_else(|| {
-        (
-            EXIT_USAGE,
-            format!(
-                "no signing credential in domain {} is bound to {from} (address- or domain-bound, usage sign or both)",
-                domain.name
-            ),
-        )
-    })?;
-    if recipients.is_empty() {
-        for rcpt in to {
-            let found = ctx.discover(rcpt, domain).map_err(|e| (EXIT_USAGE, e))?;
-            let certs = found.chosen_certs();
-            if certs.is_empty() {
-                return Err((
-                    EXIT_UNTRUSTED,
-                    format!(
-                        "no usable certificate for {rcpt}: {} (see `direct-agent certs discover {rcpt}`)",
-                        found.reason.unwrap_or_default()
-                    ),
-                ));
-            }
-            eprintln!("discovered {} certificate(s) for {rcpt}", certs.len());
-            recipients.extend(certs);
-        }
-        return Ok(signer);
-    }
-    let anchors = ctx
-        .anchors(&domain.name, Direction::Outgoing)
-        .map_err(|e| (EXIT_USAGE, e))?;
-    if anchors.is_empty() {
-        return Err((
-            EXIT_USAGE,
-            format!(
-                "domain {} has no outgoing trust anchors: add the recipient's CA with `direct-agent anchors add FILE --domain {} --direction outgoing`",
-                domain.name, domain.name
-            ),
-        ));
-    }
-    let mut intermediates = offered.to_vec();
-    intermediates.extend(domain.intermediates.iter().cloned());
-    let clock = SystemClock;
-    let inputs = ctx.trust_inputs(domain, &anchors, &intermediates, &[], &clock);
-    for cert in recipients {
-        let mut reasons = Vec::new();
-        let ok = to.iter().any(|rcpt| {
-            match crate::trust::validate(cert, &inputs, crate::trust::Purpose::Encrypt, Some(rcpt))
-            {
-                Ok(_) => true,
-                Err(e) => {
-                    reasons.push(e.to_string());
-                    false
-                }
-            }
-        });
-        if !ok {
-            reasons.dedup();
-            return Err((
-                EXIT_UNTRUSTED,
-                format!("recipient certificate not trusted: {}", reasons.join("; ")),
-            ));
-        }
-    }
-    Ok(signer)
+    ctx.signer_and_recipients(from, to, recipients, offered)
+        .map_err(|e| match e {
+            crate::agent::SealRefusal::Configuration(m) => (EXIT_USAGE, m),
+            crate::agent::SealRefusal::Untrusted(m) => (EXIT_UNTRUSTED, m),
+        })
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -430,7 +356,7 @@ fn run_open(a: OpenArgs, config: Option<&Path>) -> i32 {
             Err(e) => return usage(e),
         };
         let recipients = if envelope.rcpt_to.is_empty() {
-            outer_recipients(&raw)
+            crate::agent::inbound::outer_recipients(&raw)
         } else {
             envelope.rcpt_to.clone()
         };

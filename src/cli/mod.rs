@@ -8,8 +8,8 @@
 mod anchors;
 mod bundles;
 mod certs;
-mod context;
 mod message;
+mod queue;
 
 use std::path::{Path, PathBuf};
 
@@ -59,6 +59,21 @@ enum Command {
         #[command(subcommand)]
         command: bundles::BundlesCommand,
     },
+    /// Inspect and act on the outbound queue.
+    Queue {
+        #[command(subcommand)]
+        command: queue::QueueCommand,
+    },
+    /// Inspect and release quarantined inbound messages.
+    Quarantine {
+        #[command(subcommand)]
+        command: queue::QuarantineCommand,
+    },
+    /// List and re-enable credentials disabled after a server refused them.
+    Credentials {
+        #[command(subcommand)]
+        command: queue::CredentialsCommand,
+    },
 }
 
 /// Run the command line; returns the process exit code.
@@ -77,6 +92,9 @@ pub fn run() -> i32 {
         Command::Certs { command } => certs::run(command, config),
         Command::Anchors { command } => anchors::run(command, config),
         Command::Bundles { command } => bundles::run(command, config),
+        Command::Queue { command } => queue::run_queue(command, config),
+        Command::Quarantine { command } => queue::run_quarantine(command, config),
+        Command::Credentials { command } => queue::run_credentials(command, config),
     }
 }
 
@@ -93,7 +111,7 @@ fn load_config(flag: Option<&Path>) -> Result<Config, String> {
 
 /// The configured `[[domain]]` name matching `name` (in its configured spelling, lower case), or
 /// an error listing the configured ones.
-fn configured_domain(cfg: &Config, name: &str) -> Result<String, String> {
+pub(crate) fn configured_domain(cfg: &Config, name: &str) -> Result<String, String> {
     match cfg.domain(name.trim_end_matches('.')) {
         Some(d) => Ok(d.name.trim_end_matches('.').to_ascii_lowercase()),
         None => {

@@ -409,7 +409,10 @@ impl Config {
         if parse_size(&s.max_size).is_none() {
             return Err(invalid(
                 "smtp_in.max_size".into(),
-                format!("'{}' is not a size (use e.g. \"38MiB\", \"10MB\")", s.max_size),
+                format!(
+                    "'{}' is not a size (use e.g. \"38MiB\", \"10MB\")",
+                    s.max_size
+                ),
             ));
         }
         duration("smtp_in.command_timeout", &s.command_timeout)?;

@@ -8,6 +8,7 @@ use openssl::x509::X509;
 use crate::address::DirectAddress;
 use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::credential::Credential;
 use crate::credential::load_certificates;
 use crate::discovery::{Discoverer, Discovery, HickoryDns, LdapDirectory};
 use crate::domain::LocalDomain;
@@ -56,7 +57,7 @@ impl Context {
 
     /// The configured domain named `name`, or an error listing the configured ones.
     pub fn domain(&self, name: &str) -> Result<&LocalDomain, String> {
-        let canonical = super::configured_domain(&self.config, name)?;
+        let canonical = crate::cli::configured_domain(&self.config, name)?;
         self.domains
             .iter()
             .find(|d| d.name == canonical)
@@ -165,4 +166,96 @@ impl Context {
             |cert: &X509| crate::trust::validate(cert, &inputs, Purpose::Encrypt, Some(address));
         Ok(discoverer.discover(address, &validate))
     }
+
+    /// The configured signing credential for `from`, and the recipients' certificates. Recipient certificates
+    /// given on the command line are validated against the domain's outgoing anchors (purpose
+    /// encrypt, bound to one of the recipients); without any, each recipient's certificates are
+    /// discovered (DNS CERT, then LDAP) and added to `recipients`. Errors carry their exit code: 2
+    /// configuration, 5 untrusted or undiscoverable recipient.
+    pub fn signer_and_recipients(
+        &self,
+        from: &DirectAddress,
+        to: &[DirectAddress],
+        recipients: &mut Vec<X509>,
+        offered: &[X509],
+    ) -> Result<Credential, SealRefusal> {
+        let ctx = self;
+        let domain = ctx
+            .domain_of(from)
+            .map_err(|e| SealRefusal::Configuration(e))?;
+        let signer = domain.signer_for(from).cloned().ok_or_else(|| {
+            SealRefusal::Configuration(
+                format!(
+                    "no signing credential in domain {} is bound to {from} (address- or domain-bound, usage sign or both)",
+                    domain.name
+                ),
+            )
+        })?;
+        if recipients.is_empty() {
+            for rcpt in to {
+                let found = ctx
+                    .discover(rcpt, domain)
+                    .map_err(|e| SealRefusal::Configuration(e))?;
+                let certs = found.chosen_certs();
+                if certs.is_empty() {
+                    return Err(SealRefusal::Untrusted(format!(
+                        "no usable certificate for {rcpt}: {} (see `direct-agent certs discover {rcpt}`)",
+                        found.reason.unwrap_or_default()
+                    )));
+                }
+                eprintln!("discovered {} certificate(s) for {rcpt}", certs.len());
+                recipients.extend(certs);
+            }
+            return Ok(signer);
+        }
+        let anchors = ctx
+            .anchors(&domain.name, Direction::Outgoing)
+            .map_err(|e| SealRefusal::Configuration(e))?;
+        if anchors.is_empty() {
+            return Err(SealRefusal::Configuration(format!(
+                "domain {} has no outgoing trust anchors: add the recipient's CA with `direct-agent anchors add FILE --domain {} --direction outgoing`",
+                domain.name, domain.name
+            )));
+        }
+        let mut intermediates = offered.to_vec();
+        intermediates.extend(domain.intermediates.iter().cloned());
+        let clock = SystemClock;
+        let inputs = ctx.trust_inputs(domain, &anchors, &intermediates, &[], &clock);
+        for cert in recipients {
+            let mut reasons = Vec::new();
+            let ok = to.iter().any(|rcpt| {
+                match crate::trust::validate(
+                    cert,
+                    &inputs,
+                    crate::trust::Purpose::Encrypt,
+                    Some(rcpt),
+                ) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        reasons.push(e.to_string());
+                        false
+                    }
+                }
+            });
+            if !ok {
+                reasons.dedup();
+                return Err(SealRefusal::Untrusted(format!(
+                    "recipient certificate not trusted: {}",
+                    reasons.join("; ")
+                )));
+            }
+        }
+        Ok(signer)
+    }
+}
+
+/// Why a message cannot be sealed from the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SealRefusal {
+    /// The configuration lacks something (a domain, a credential, anchors): exit 2.
+    #[error("{0}")]
+    Configuration(String),
+    /// A recipient's certificate is missing or not trusted: exit 5.
+    #[error("{0}")]
+    Untrusted(String),
 }
