@@ -180,9 +180,7 @@ impl Context {
         offered: &[X509],
     ) -> Result<Credential, SealRefusal> {
         let ctx = self;
-        let domain = ctx
-            .domain_of(from)
-            .map_err(|e| SealRefusal::Configuration(e))?;
+        let domain = ctx.domain_of(from).map_err(SealRefusal::Configuration)?;
         let signer = domain.signer_for(from).cloned().ok_or_else(|| {
             SealRefusal::Configuration(
                 format!(
@@ -195,7 +193,7 @@ impl Context {
             for rcpt in to {
                 let found = ctx
                     .discover(rcpt, domain)
-                    .map_err(|e| SealRefusal::Configuration(e))?;
+                    .map_err(SealRefusal::Configuration)?;
                 let certs = found.chosen_certs();
                 if certs.is_empty() {
                     return Err(SealRefusal::Untrusted(format!(
@@ -210,7 +208,7 @@ impl Context {
         }
         let anchors = ctx
             .anchors(&domain.name, Direction::Outgoing)
-            .map_err(|e| SealRefusal::Configuration(e))?;
+            .map_err(SealRefusal::Configuration)?;
         if anchors.is_empty() {
             return Err(SealRefusal::Configuration(format!(
                 "domain {} has no outgoing trust anchors: add the recipient's CA with `direct-agent anchors add FILE --domain {} --direction outgoing`",

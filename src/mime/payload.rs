@@ -30,16 +30,23 @@ pub struct Payload {
     pub size: usize,
 }
 
-impl Payload {
-    /// A file name safe to create in an output directory: the sender's base name with path
-    /// separators and control characters removed, or `payload-N.ext`.
-    pub fn safe_filename(&self, index: usize) -> String {
-        let ext = match self.kind {
+impl PayloadKind {
+    /// The file extension for this kind of payload.
+    pub fn extension(self) -> &'static str {
+        match self {
             PayloadKind::Hl7v2 => "hl7",
             PayloadKind::Xdm => "zip",
             PayloadKind::DirectContext => "txt",
             PayloadKind::Attachment => "bin",
-        };
+        }
+    }
+}
+
+impl Payload {
+    /// A file name safe to create in an output directory: the sender's base name with path
+    /// separators and control characters removed, or `payload-N.ext`.
+    pub fn safe_filename(&self, index: usize) -> String {
+        let ext = self.kind.extension();
         let cleaned: Option<String> = self.filename.as_ref().map(|f| {
             let base = f.rsplit(['/', '\\']).next().unwrap_or("");
             base.chars()

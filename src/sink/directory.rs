@@ -73,11 +73,7 @@ impl Sink for DirectorySink {
         let base = Self::base_name(d.message_id, d.inbound_id);
         let mut files = Vec::new();
         for (i, p) in d.payloads.iter().enumerate() {
-            let ext = p
-                .safe_filename(i + 1)
-                .rsplit_once('.')
-                .map(|(_, e)| e.to_string())
-                .unwrap_or_else(|| "bin".into());
+            let ext = p.kind.extension();
             let name = format!("{base}.{}.{ext}", i + 1);
             if let Err(e) = write_atomic(dir, &name, &p.data) {
                 return transient(&e, format!("cannot write {}", dir.join(&name).display()));
