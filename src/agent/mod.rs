@@ -6,3 +6,5 @@ mod context;
 pub mod inbound;
 
 pub use context::{Context, SealRefusal};
+pub mod outbound;
+pub mod serve;

@@ -10,6 +10,7 @@ mod bundles;
 mod certs;
 mod message;
 mod queue;
+mod serve;
 
 use std::path::{Path, PathBuf};
 
@@ -59,6 +60,10 @@ enum Command {
         #[command(subcommand)]
         command: bundles::BundlesCommand,
     },
+    /// Run the agent: inbound SMTP, IMAP polling, inbound processing and outbound delivery.
+    Serve,
+    /// Seal a payload with the configured keys and queue it for delivery (prints the Message-ID).
+    Send(serve::SendArgs),
     /// Inspect and act on the outbound queue.
     Queue {
         #[command(subcommand)]
@@ -92,6 +97,8 @@ pub fn run() -> i32 {
         Command::Certs { command } => certs::run(command, config),
         Command::Anchors { command } => anchors::run(command, config),
         Command::Bundles { command } => bundles::run(command, config),
+        Command::Serve => serve::run_serve(config),
+        Command::Send(args) => serve::run_send(args, config),
         Command::Queue { command } => queue::run_queue(command, config),
         Command::Quarantine { command } => queue::run_quarantine(command, config),
         Command::Credentials { command } => queue::run_credentials(command, config),

@@ -350,6 +350,13 @@ pub trait Spool: Send + Sync {
         lease: i64,
         per_domain: usize,
     ) -> Result<Option<OutboundEntry>, SpoolError>;
+    /// Claim one particular entry (`send --now`) if it is queued or its lease ran out.
+    fn claim_outbound_id(
+        &self,
+        id: i64,
+        now: i64,
+        lease: i64,
+    ) -> Result<Option<OutboundEntry>, SpoolError>;
     /// Record an attempt on a claimed entry.
     fn record_attempt(
         &self,

@@ -531,6 +531,30 @@ impl Spool for SqliteSpool {
         })
     }
 
+    fn claim_outbound_id(
+        &self,
+        id: i64,
+        now: i64,
+        lease: i64,
+    ) -> Result<Option<OutboundEntry>, SpoolError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE outbound SET state = 'sending', lease_until = ?3
+                 WHERE id = ?1 AND blocked_on IS NULL
+                   AND (state = 'queued' OR (state = 'sending' AND lease_until <= ?2))",
+                params![id, now, now + lease],
+            )?;
+            let entry = if n == 1 {
+                Self::load_outbound(&tx, id)?
+            } else {
+                None
+            };
+            tx.commit()?;
+            Ok(entry)
+        })
+    }
+
     fn record_attempt(
         &self,
         id: i64,

@@ -182,3 +182,4 @@ impl Blackhole {
         }
     }
 }
+pub mod agents;

@@ -1,0 +1,385 @@
+//! `direct-agent serve`: one process running the inbound SMTP listeners, the IMAP pollers, the
+//! inbound pipeline workers and the delivery workers, under one shutdown signal.
+//!
+//! On SIGTERM or SIGINT the listeners stop accepting and answer `421` to clients at their next
+//! command, pollers and workers finish the message in hand, and the process exits 0 once they
+//! have (or after [`DRAIN`]: anything unfinished is still in the spool and resumes at the next
+//! start).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use crate::address::DirectAddress;
+use crate::clock::{Clock, SystemClock};
+use crate::sink::Sink;
+use crate::spool::{InboundOutcome, NewInbound, Received, Source, Spool, SqliteSpool};
+use crate::transport::imap::{ImapError, MailboxSpool};
+use crate::transport::smtp_in::{ReceivedEnvelope, Reception, SmtpServerSettings};
+use crate::transport::smtp_out::Outbound;
+use crate::trust::ValidationCache;
+
+use super::Context;
+use super::inbound::process;
+
+/// Longest wait for in-flight work after a shutdown signal.
+pub const DRAIN: Duration = Duration::from_secs(30);
+/// How long a claimed inbound entry stays leased to its worker.
+const INBOUND_LEASE_SECS: i64 = 600;
+
+/// The outer Message-ID of a raw message, if it has one.
+pub fn message_id_of(raw: &[u8]) -> Option<String> {
+    // Only the header block is read.
+    let end = memchr::memmem::find(raw, b"\r\n\r\n")
+        .or_else(|| memchr::memmem::find(raw, b"\n\n"))
+        .map_or(raw.len(), |i| i + 2);
+    crate::mime::entity::Entity::parse(&raw[..end])
+        .header("Message-ID")
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+}
+
+/// The agent as the SMTP listener and IMAP pollers see it: a spool that stores durably and
+/// wakes the inbound workers.
+pub struct AgentReception {
+    pub spool: Arc<SqliteSpool>,
+    pub domains: Vec<String>,
+    pub wake: Arc<Notify>,
+}
+
+impl AgentReception {
+    fn stored(&self, r: Received, what: &str) -> Result<String, String> {
+        match r {
+            Received::Stored(id) => {
+                self.wake.notify_one();
+                Ok(id.to_string())
+            }
+            Received::Duplicate(id) => {
+                tracing::info!(inbound = id, "{what}: duplicate of a message already stored; acknowledged, not processed again");
+                Ok(id.to_string())
+            }
+        }
+    }
+}
+
+impl Reception for AgentReception {
+    fn accepts_recipient(&self, rcpt: &str) -> bool {
+        DirectAddress::parse(rcpt).is_ok_and(|a| self.domains.iter().any(|d| a.in_domain(d)))
+    }
+
+    fn store(&self, envelope: &ReceivedEnvelope, raw: &[u8]) -> Result<String, String> {
+        let r = self
+            .spool
+            .receive(NewInbound {
+                source: Source::Smtp {
+                    peer: envelope.peer.to_string(),
+                    helo: envelope.helo.clone(),
+                    tls: envelope.tls,
+                },
+                mail_from: envelope.mail_from.clone(),
+                rcpt_to: envelope.rcpt_to.clone(),
+                message_id: message_id_of(raw),
+                raw,
+                now: SystemClock.unix_seconds(),
+            })
+            .map_err(|e| e.to_string())?;
+        self.stored(r, "smtp")
+    }
+}
+
+impl MailboxSpool for AgentReception {
+    fn already_stored(
+        &self,
+        account: &str,
+        uidvalidity: u32,
+        uid: u32,
+        message_id: Option<&str>,
+    ) -> bool {
+        self.spool
+            .imap_seen(account, uidvalidity, uid, message_id)
+            .unwrap_or(false)
+    }
+
+    fn store(
+        &self,
+        account: &str,
+        uidvalidity: u32,
+        uid: u32,
+        message_id: Option<&str>,
+        raw: &[u8],
+    ) -> Result<(), String> {
+        let r = self
+            .spool
+            .receive(NewInbound {
+                source: Source::Imap {
+                    account: account.to_string(),
+                    uidvalidity,
+                    uid,
+                },
+                mail_from: String::new(),
+                rcpt_to: Vec::new(),
+                message_id: message_id
+                    .map(str::to_string)
+                    .or_else(|| message_id_of(raw)),
+                raw,
+                now: SystemClock.unix_seconds(),
+            })
+            .map_err(|e| e.to_string())?;
+        self.stored(r, "imap").map(|_| ())
+    }
+}
+
+/// Process inbound entries until shutdown.
+async fn run_inbound_workers(
+    n: usize,
+    ctx: Arc<Context>,
+    spool: Arc<SqliteSpool>,
+    sinks: Arc<Vec<Box<dyn Sink>>>,
+    cache: Arc<ValidationCache>,
+    wake: Arc<Notify>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut tasks = Vec::new();
+    for _ in 0..n.max(1) {
+        let (ctx, spool, sinks, cache, wake) = (
+            ctx.clone(),
+            spool.clone(),
+            sinks.clone(),
+            cache.clone(),
+            wake.clone(),
+        );
+        let mut shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                if *shutdown.borrow() {
+                    break;
+                }
+                let (ctx, spool2, sinks, cache) =
+                    (ctx.clone(), spool.clone(), sinks.clone(), cache.clone());
+                let done = tokio::task::spawn_blocking(move || -> Result<bool, String> {
+                    let now = SystemClock.unix_seconds();
+                    let Some(entry) = spool2
+                        .claim_inbound(now, INBOUND_LEASE_SECS)
+                        .map_err(|e| e.to_string())?
+                    else {
+                        return Ok(false);
+                    };
+                    let started = std::time::Instant::now();
+                    let processed = process(&ctx, &sinks, &cache, &entry, now);
+                    let now = SystemClock.unix_seconds();
+                    spool2
+                        .finish_inbound(entry.id, &processed.outcome, now)
+                        .map_err(|e| e.to_string())?;
+                    let elapsed_ms = started.elapsed().as_millis() as u64;
+                    let message_id = entry.message_id.as_deref().unwrap_or("-");
+                    match &processed.outcome {
+                        InboundOutcome::Delivered { .. } => tracing::info!(
+                            inbound = entry.id,
+                            message_id,
+                            from = %entry.mail_from,
+                            size = entry.size,
+                            elapsed_ms,
+                            disposition = "delivered",
+                            "message accepted and handed to the sinks"
+                        ),
+                        InboundOutcome::Quarantined { kind, reason } => tracing::warn!(
+                            inbound = entry.id,
+                            message_id,
+                            from = %entry.mail_from,
+                            refusal = %kind,
+                            reason = %reason,
+                            disposition = "quarantined",
+                            "message refused and quarantined"
+                        ),
+                        InboundOutcome::Retry {
+                            reason,
+                            next_attempt_at,
+                        } => tracing::warn!(
+                            inbound = entry.id,
+                            message_id,
+                            reason = %reason,
+                            next_in_s = next_attempt_at - now,
+                            "sink failed; retrying later"
+                        ),
+                    }
+                    Ok(true)
+                })
+                .await;
+                match done {
+                    Ok(Ok(true)) => continue,
+                    Ok(Ok(false)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "spool unavailable for inbound processing"),
+                    Err(e) => tracing::error!(error = %e, "inbound worker task failed"),
+                }
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// Everything `serve` needs, bound and ready; [`Server::run`] runs it.
+pub struct Server {
+    ctx: Arc<Context>,
+    spool: Arc<SqliteSpool>,
+    listeners: Vec<(SocketAddr, tokio::net::TcpListener)>,
+}
+
+impl Server {
+    /// Check the configuration for serving and bind the listeners.
+    pub async fn bind(ctx: Context) -> Result<Server, String> {
+        let cfg = &ctx.config;
+        if (!cfg.smtp_in.listen.is_empty() || !cfg.imap.is_empty()) && cfg.sinks.is_empty() {
+            return Err(format!(
+                "{}: no [[sink]] is configured, so received payloads would have nowhere to go; add e.g. [[sink]] kind = \"directory\" path = \"var/inbox\"",
+                cfg.source.display()
+            ));
+        }
+        if ctx.domains.is_empty() {
+            return Err(format!(
+                "{}: no [[domain]] is configured: the agent would accept nothing",
+                cfg.source.display()
+            ));
+        }
+        let spool = Arc::new(SqliteSpool::open(&cfg.agent.data_dir).map_err(|e| e.to_string())?);
+        let mut listeners = Vec::new();
+        for (i, l) in cfg.smtp_in.listen.iter().enumerate() {
+            let listener = tokio::net::TcpListener::bind(l)
+                .await
+                .map_err(|e| format!("smtp_in.listen[{i}] {l}: cannot listen: {e}"))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            listeners.push((addr, listener));
+        }
+        Ok(Server {
+            ctx: Arc::new(ctx),
+            spool,
+            listeners,
+        })
+    }
+
+    /// The bound SMTP addresses (with the real port when 0 was configured).
+    pub fn smtp_addresses(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|(a, _)| *a).collect()
+    }
+
+    /// Run until `shutdown` turns true; then drain and return.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), String> {
+        let ctx = self.ctx;
+        let cfg = ctx.config.clone();
+        let spool = self.spool;
+        let inbound_wake = Arc::new(Notify::new());
+        let outbound_wake = Arc::new(Notify::new());
+        let reception = Arc::new(AgentReception {
+            spool: spool.clone(),
+            domains: ctx.domains.iter().map(|d| d.name.clone()).collect(),
+            wake: inbound_wake.clone(),
+        });
+        let settings = Arc::new(SmtpServerSettings::from_config(
+            &cfg.smtp_in,
+            &cfg.agent.hostname,
+        )?);
+        let outbound = Arc::new(Outbound::from_config(&cfg)?);
+        let sinks: Arc<Vec<Box<dyn Sink>>> = Arc::new(crate::sink::from_config(&cfg.sinks));
+        let cache = Arc::new(ValidationCache::new());
+        let mut tasks = tokio::task::JoinSet::new();
+        for (addr, listener) in self.listeners {
+            tracing::info!(%addr, tls = settings.tls.is_some(), "SMTP listener started");
+            tasks.spawn(crate::transport::smtp_in::run_listener(
+                listener,
+                settings.clone(),
+                reception.clone() as Arc<dyn Reception>,
+                shutdown.clone(),
+                DRAIN,
+            ));
+        }
+        for account in cfg.imap.clone() {
+            let name = account.credential_name();
+            match spool.disabled_credential(&name) {
+                Ok(Some(d)) => {
+                    tracing::error!(credential = %name, reason = %d.reason, "IMAP credential is disabled; not polling until `direct-agent credentials reset {name}`");
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            let spool = spool.clone();
+            let reception = reception.clone() as Arc<dyn MailboxSpool>;
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                match crate::transport::imap::run(account, reception, shutdown).await {
+                    Ok(()) => {}
+                    Err(ImapError::AuthRejected { credential, reason }) => {
+                        tracing::error!(credential = %credential, reason = %reason, "ALERT: the IMAP server rejected our login; the credential is disabled and will not be retried until `direct-agent credentials reset {credential}`");
+                        let _ = spool.disable_credential(&credential, &reason, SystemClock.unix_seconds());
+                    }
+                    Err(e) => {
+                        tracing::error!(credential = %name, error = %e, "IMAP poller stopped");
+                        let _ = spool.disable_credential(&name, &e.to_string(), SystemClock.unix_seconds());
+                    }
+                }
+            });
+        }
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        tasks.spawn(run_inbound_workers(
+            workers,
+            ctx.clone(),
+            spool.clone(),
+            sinks,
+            cache,
+            inbound_wake,
+            shutdown.clone(),
+        ));
+        tasks.spawn(super::outbound::run_workers(
+            cfg.smtp_out.concurrency,
+            spool.clone(),
+            outbound,
+            cfg.smtp_out.clone(),
+            outbound_wake,
+            shutdown.clone(),
+        ));
+        let _ = shutdown.wait_for(|s| *s).await;
+        tracing::info!("shutting down: finishing in-flight work");
+        let drained = tokio::time::timeout(DRAIN + Duration::from_secs(5), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("some work did not finish in time; it resumes from the spool at the next start");
+            tasks.abort_all();
+        }
+        Ok(())
+    }
+}
+
+/// Resolve when SIGTERM or SIGINT arrives.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
