@@ -30,13 +30,33 @@ fn two_agents_exchange_a_message_end_to_end() {
     let (a, b) = two_agents(dir.path(), &Extra::default(), &Extra::default());
     let _ra = start(&a);
     let rb = start(&b);
-    let sent = cli(&a, &["send", "--from", "ehr@hisp-a.example", "--to", "iis@hisp-b.example", "--wait", "--timeout", "60s", "--in"])
-        .arg(sample())
-        .output()
-        .unwrap();
-    assert!(sent.status.success(), "send --wait: {}", String::from_utf8_lossy(&sent.stderr));
+    let sent = cli(
+        &a,
+        &[
+            "send",
+            "--from",
+            "ehr@hisp-a.example",
+            "--to",
+            "iis@hisp-b.example",
+            "--wait",
+            "--timeout",
+            "60s",
+            "--in",
+        ],
+    )
+    .arg(sample())
+    .output()
+    .unwrap();
+    assert!(
+        sent.status.success(),
+        "send --wait: {}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
     let message_id = String::from_utf8_lossy(&sent.stdout).trim().to_string();
-    assert!(message_id.starts_with('<') && message_id.ends_with("@hisp-a.example>"), "{message_id}");
+    assert!(
+        message_id.starts_with('<') && message_id.ends_with("@hisp-a.example>"),
+        "{message_id}"
+    );
     assert!(
         wait_until(Duration::from_secs(30), || sidecars(&b.inbox).len() == 1),
         "B's sink got nothing; B log:\n{}",
@@ -54,15 +74,25 @@ fn two_agents_exchange_a_message_end_to_end() {
         "the HL7 payload arrives byte for byte"
     );
     // A's queue shows the entry sent, with B's reply.
-    let q: serde_json::Value = serde_json::from_str(&stdout(&mut cli(&a, &["queue", "list", "--json"]))).unwrap();
+    let q: serde_json::Value =
+        serde_json::from_str(&stdout(&mut cli(&a, &["queue", "list", "--json"]))).unwrap();
     assert_eq!(q[0]["state"], "sent");
     assert_eq!(q[0]["message_id"], message_id.as_str());
     let detail = q[0]["history"][0]["detail"].as_str().unwrap();
-    assert!(detail.contains(&format!("127.0.0.1:{}", b.smtp_port)) && detail.contains("250"), "{detail}");
+    assert!(
+        detail.contains(&format!("127.0.0.1:{}", b.smtp_port)) && detail.contains("250"),
+        "{detail}"
+    );
     // B's log has the message's state changes and no payload content.
     let log = rb.log_text();
-    assert!(log.contains(&message_id) && log.contains("delivered"), "{log}");
-    assert!(!log.contains("MSH|") && !log.contains("PID|"), "payload content leaked into the log");
+    assert!(
+        log.contains(&message_id) && log.contains("delivered"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("MSH|") && !log.contains("PID|"),
+        "payload content leaked into the log"
+    );
     // Nothing in quarantine.
     assert!(stdout(&mut cli(&b, &["quarantine", "list"])).contains("quarantine is empty"));
 }
@@ -77,7 +107,15 @@ fn untrusted_message_is_quarantined_then_released_once_trusted() {
     let c = support::agents::BIN;
     let certs = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("certs");
     let out = Command::new(c)
-        .args(["message", "seal", "--from", "untrusted@hisp-b.example", "--to", "iis@hisp-b.example", "--sign-key"])
+        .args([
+            "message",
+            "seal",
+            "--from",
+            "untrusted@hisp-b.example",
+            "--to",
+            "iis@hisp-b.example",
+            "--sign-key",
+        ])
         .arg(certs.join("untrusted@hisp-b.example.key"))
         .arg("--sign-cert")
         .arg(certs.join("untrusted@hisp-b.example.fullchain.pem"))
@@ -89,24 +127,43 @@ fn untrusted_message_is_quarantined_then_released_once_trusted() {
         .arg(&msg)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let py = format!(
         "import smtplib,sys\ns=smtplib.SMTP('127.0.0.1',{})\ns.sendmail('untrusted@hisp-b.example',['iis@hisp-b.example'],open(sys.argv[1],'rb').read())\ns.quit()",
         b.smtp_port
     );
-    let st = Command::new("python3").args(["-c", &py]).arg(&msg).status().unwrap();
+    let st = Command::new("python3")
+        .args(["-c", &py])
+        .arg(&msg)
+        .status()
+        .unwrap();
     assert!(st.success(), "the SMTP client was refused");
     assert!(
-        wait_until(Duration::from_secs(30), || stdout(&mut cli(&b, &["quarantine", "list", "--json"])).contains("\"trust\"")),
+        wait_until(Duration::from_secs(30), || stdout(&mut cli(
+            &b,
+            &["quarantine", "list", "--json"]
+        ))
+        .contains("\"trust\"")),
         "not quarantined; log:\n{}",
         rb.log_text()
     );
-    let q: serde_json::Value = serde_json::from_str(&stdout(&mut cli(&b, &["quarantine", "list", "--json"]))).unwrap();
+    let q: serde_json::Value =
+        serde_json::from_str(&stdout(&mut cli(&b, &["quarantine", "list", "--json"]))).unwrap();
     assert_eq!(q.as_array().unwrap().len(), 1);
     assert_eq!(q[0]["reason_kind"], "trust");
     let reason = q[0]["reason"].as_str().unwrap();
-    assert!(reason.contains("Untrusted Test Root") || reason.contains("anchor"), "{reason}");
-    assert!(sidecars(&b.inbox).is_empty(), "a refused message must not reach the sink");
+    assert!(
+        reason.contains("Untrusted Test Root") || reason.contains("anchor"),
+        "{reason}"
+    );
+    assert!(
+        sidecars(&b.inbox).is_empty(),
+        "a refused message must not reach the sink"
+    );
     // The raw message is kept byte for byte (plus our Received: header on top).
     let id = q[0]["id"].as_i64().unwrap().to_string();
     let raw = dir.path().join("kept.eml");
@@ -114,9 +171,15 @@ fn untrusted_message_is_quarantined_then_released_once_trusted() {
     let kept = std::fs::read(&raw).unwrap();
     let original = std::fs::read(&msg).unwrap();
     assert!(kept.starts_with(b"Received: "), "Received: header first");
-    assert!(kept.ends_with(&original[original.len() - 200..]), "message body kept");
+    assert!(
+        kept.ends_with(&original[original.len() - 200..]),
+        "message body kept"
+    );
     // The operator trusts the root and releases the message: now it is delivered.
-    stdout(cli(&b, &["anchors", "add", "--domain", "hisp-b.example"]).arg(certs.join("root-untrusted.pem")));
+    stdout(
+        cli(&b, &["anchors", "add", "--domain", "hisp-b.example"])
+            .arg(certs.join("root-untrusted.pem")),
+    );
     assert!(stdout(&mut cli(&b, &["quarantine", "release", &id])).contains("released"));
     assert!(
         wait_until(Duration::from_secs(30), || sidecars(&b.inbox).len() == 1),
@@ -131,9 +194,18 @@ fn sigterm_stops_the_agent_cleanly_and_it_refuses_new_connections() {
     let dir = tempfile::tempdir().unwrap();
     let (a, _b) = two_agents(dir.path(), &Extra::default(), &Extra::default());
     let mut ra = start(&a);
-    let status = ra.terminate(Duration::from_secs(40)).expect("serve did not stop within 40 s of SIGTERM");
-    assert!(status.success(), "exit status {status}; log:\n{}", ra.log_text());
-    assert!(std::net::TcpStream::connect(("127.0.0.1", a.smtp_port)).is_err(), "still accepting after shutdown");
+    let status = ra
+        .terminate(Duration::from_secs(40))
+        .expect("serve did not stop within 40 s of SIGTERM");
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        ra.log_text()
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", a.smtp_port)).is_err(),
+        "still accepting after shutdown"
+    );
 }
 
 #[test]

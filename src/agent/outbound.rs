@@ -149,10 +149,6 @@ pub async fn attempt(
                     detail,
                 }
             }
-            Err(e) => AttemptResult::Transient {
-                detail: e.to_string(),
-                next_attempt_at: now + cfg.retry_initial().as_secs().max(1) as i64,
-            },
         }
     };
     let now = SystemClock.unix_seconds();

@@ -57,7 +57,10 @@ impl AgentReception {
                 Ok(id.to_string())
             }
             Received::Duplicate(id) => {
-                tracing::info!(inbound = id, "{what}: duplicate of a message already stored; acknowledged, not processed again");
+                tracing::info!(
+                    inbound = id,
+                    "{what}: duplicate of a message already stored; acknowledged, not processed again"
+                );
                 Ok(id.to_string())
             }
         }
@@ -210,7 +213,9 @@ async fn run_inbound_workers(
                 match done {
                     Ok(Ok(true)) => continue,
                     Ok(Ok(false)) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "spool unavailable for inbound processing"),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "spool unavailable for inbound processing")
+                    }
                     Err(e) => tracing::error!(error = %e, "inbound worker task failed"),
                 }
                 tokio::select! {
@@ -250,6 +255,20 @@ impl Server {
             ));
         }
         let spool = Arc::new(SqliteSpool::open(&cfg.agent.data_dir).map_err(|e| e.to_string())?);
+        // Entries a crashed agent (or `send --now`) was working on resume now, not when their
+        // lease would have ended. The spool is a local file, so owners are local processes.
+        let me = std::process::id();
+        let recovered = spool
+            .recover_leases(&|pid| {
+                pid != me && std::path::Path::new(&format!("/proc/{pid}")).exists()
+            })
+            .map_err(|e| e.to_string())?;
+        if recovered > 0 {
+            tracing::warn!(
+                recovered,
+                "resuming entries left in flight by a stopped agent"
+            );
+        }
         let mut listeners = Vec::new();
         for (i, l) in cfg.smtp_in.listen.iter().enumerate() {
             let listener = tokio::net::TcpListener::bind(l)
@@ -354,7 +373,9 @@ impl Server {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!("some work did not finish in time; it resumes from the spool at the next start");
+            tracing::warn!(
+                "some work did not finish in time; it resumes from the spool at the next start"
+            );
             tasks.abort_all();
         }
         Ok(())

@@ -105,7 +105,10 @@ pub fn run_send(a: SendArgs, config: Option<&Path>) -> i32 {
         }
     }
     let Some(timeout) = crate::config::parse_duration(&a.timeout) else {
-        return usage(format!("--timeout {}: not a duration (e.g. \"120s\")", a.timeout));
+        return usage(format!(
+            "--timeout {}: not a duration (e.g. \"120s\")",
+            a.timeout
+        ));
     };
     let payload = match std::fs::read(&a.input) {
         Ok(p) => p,
@@ -254,4 +257,3 @@ fn wait_for(spool: &SqliteSpool, entries: &[i64], timeout: Duration) -> i32 {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
-

@@ -357,6 +357,9 @@ pub trait Spool: Send + Sync {
         now: i64,
         lease: i64,
     ) -> Result<Option<OutboundEntry>, SpoolError>;
+    /// Release the leases held by processes that are gone (`is_alive(pid)` false), so a
+    /// restarted agent resumes a crashed one's in-flight entries at once.
+    fn recover_leases(&self, is_alive: &dyn Fn(u32) -> bool) -> Result<usize, SpoolError>;
     /// Record an attempt on a claimed entry.
     fn record_attempt(
         &self,

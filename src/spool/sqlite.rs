@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS inbound (
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL,
     lease_until     INTEGER NOT NULL DEFAULT 0,
+    lease_owner     INTEGER,
     reason_kind     TEXT,
     reason          TEXT,
     outcome         TEXT
@@ -58,6 +59,7 @@ CREATE TABLE IF NOT EXISTS outbound (
     next_attempt_at INTEGER NOT NULL,
     expires_at      INTEGER NOT NULL,
     lease_until     INTEGER NOT NULL DEFAULT 0,
+    lease_owner     INTEGER,
     last_error      TEXT,
     blocked_on      TEXT,
     history         TEXT    NOT NULL DEFAULT '[]'
@@ -376,8 +378,8 @@ impl Spool for SqliteSpool {
                 return Ok(None);
             };
             tx.execute(
-                "UPDATE inbound SET lease_until = ?2, attempts = attempts + 1 WHERE id = ?1",
-                params![id, now + lease],
+                "UPDATE inbound SET lease_until = ?2, lease_owner = ?3, attempts = attempts + 1 WHERE id = ?1",
+                params![id, now + lease, std::process::id()],
             )?;
             let mut entry = tx.query_row(
                 &format!("SELECT {INBOUND_COLUMNS} FROM inbound WHERE id = ?1"),
@@ -399,18 +401,18 @@ impl Spool for SqliteSpool {
         self.with(|c| {
             match outcome {
                 InboundOutcome::Delivered { detail } => c.execute(
-                    "UPDATE inbound SET state = 'delivered', updated_at = ?2, lease_until = 0, reason_kind = NULL, reason = NULL, outcome = ?3 WHERE id = ?1",
+                    "UPDATE inbound SET state = 'delivered', updated_at = ?2, lease_until = 0, lease_owner = NULL, reason_kind = NULL, reason = NULL, outcome = ?3 WHERE id = ?1",
                     params![id, now, detail.to_string()],
                 )?,
                 InboundOutcome::Quarantined { kind, reason } => c.execute(
-                    "UPDATE inbound SET state = 'quarantined', updated_at = ?2, lease_until = 0, reason_kind = ?3, reason = ?4 WHERE id = ?1",
+                    "UPDATE inbound SET state = 'quarantined', updated_at = ?2, lease_until = 0, lease_owner = NULL, reason_kind = ?3, reason = ?4 WHERE id = ?1",
                     params![id, now, kind, reason],
                 )?,
                 InboundOutcome::Retry {
                     reason,
                     next_attempt_at,
                 } => c.execute(
-                    "UPDATE inbound SET updated_at = ?2, lease_until = 0, reason_kind = 'sink', reason = ?3, next_attempt_at = ?4 WHERE id = ?1",
+                    "UPDATE inbound SET updated_at = ?2, lease_until = 0, lease_owner = NULL, reason_kind = 'sink', reason = ?3, next_attempt_at = ?4 WHERE id = ?1",
                     params![id, now, reason, next_attempt_at],
                 )?,
             };
@@ -522,8 +524,8 @@ impl Spool for SqliteSpool {
                 return Ok(None);
             };
             tx.execute(
-                "UPDATE outbound SET state = 'sending', lease_until = ?2 WHERE id = ?1",
-                params![id, now + lease],
+                "UPDATE outbound SET state = 'sending', lease_until = ?2, lease_owner = ?3 WHERE id = ?1",
+                params![id, now + lease, std::process::id()],
             )?;
             let entry = Self::load_outbound(&tx, id)?;
             tx.commit()?;
@@ -540,10 +542,10 @@ impl Spool for SqliteSpool {
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let n = tx.execute(
-                "UPDATE outbound SET state = 'sending', lease_until = ?3
+                "UPDATE outbound SET state = 'sending', lease_until = ?3, lease_owner = ?4
                  WHERE id = ?1 AND blocked_on IS NULL
                    AND (state = 'queued' OR (state = 'sending' AND lease_until <= ?2))",
-                params![id, now, now + lease],
+                params![id, now, now + lease, std::process::id()],
             )?;
             let entry = if n == 1 {
                 Self::load_outbound(&tx, id)?
@@ -552,6 +554,37 @@ impl Spool for SqliteSpool {
             };
             tx.commit()?;
             Ok(entry)
+        })
+    }
+
+    fn recover_leases(&self, is_alive: &dyn Fn(u32) -> bool) -> Result<usize, SpoolError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut owners: Vec<i64> = Vec::new();
+            for table in ["inbound", "outbound"] {
+                let mut stmt = tx.prepare(&format!(
+                    "SELECT DISTINCT lease_owner FROM {table} WHERE lease_owner IS NOT NULL AND lease_until > 0"
+                ))?;
+                owners.extend(stmt.query_map([], |r| r.get::<_, i64>(0))?.collect::<Result<Vec<_>, _>>()?);
+            }
+            owners.sort();
+            owners.dedup();
+            let mut released = 0;
+            for owner in owners {
+                if is_alive(owner as u32) {
+                    continue;
+                }
+                released += tx.execute(
+                    "UPDATE inbound SET lease_until = 0, lease_owner = NULL WHERE lease_owner = ?1",
+                    [owner],
+                )?;
+                released += tx.execute(
+                    "UPDATE outbound SET lease_until = 0, lease_owner = NULL, state = CASE state WHEN 'sending' THEN 'queued' ELSE state END WHERE lease_owner = ?1",
+                    [owner],
+                )?;
+            }
+            tx.commit()?;
+            Ok(released)
         })
     }
 
@@ -648,7 +681,7 @@ impl Spool for SqliteSpool {
                 ),
             };
             tx.execute(
-                "UPDATE outbound SET state = ?2, attempts = attempts + ?3, next_attempt_at = ?4, lease_until = 0, last_error = ?5, blocked_on = ?6, history = ?7 WHERE id = ?1",
+                "UPDATE outbound SET state = ?2, attempts = attempts + ?3, next_attempt_at = ?4, lease_until = 0, lease_owner = NULL, last_error = ?5, blocked_on = ?6, history = ?7 WHERE id = ?1",
                 params![
                     id,
                     state.as_str(),
@@ -1006,6 +1039,26 @@ mod tests {
             OutboundState::Dropped
         );
         assert!(!s.retry(id, 2003).unwrap());
+    }
+
+    #[test]
+    fn leases_of_dead_processes_are_recovered() {
+        let (_d, s) = spool();
+        let id = queue(&s, &["b@hisp-b.example"])[0];
+        s.receive(smtp_msg(Some("<1@a>"), b"raw")).unwrap();
+        assert!(s.claim_outbound(1000, 900, 4).unwrap().is_some());
+        assert!(s.claim_inbound(1000, 900).unwrap().is_some());
+        // Our own process is alive: nothing is released.
+        assert_eq!(s.recover_leases(&|_| true).unwrap(), 0);
+        assert!(s.claim_outbound(1001, 900, 4).unwrap().is_none());
+        // After a crash the owner is gone: both entries are claimable at once.
+        assert_eq!(s.recover_leases(&|_| false).unwrap(), 2);
+        assert_eq!(
+            s.outbound(id).unwrap().unwrap().state,
+            OutboundState::Queued
+        );
+        assert!(s.claim_outbound(1001, 900, 4).unwrap().is_some());
+        assert!(s.claim_inbound(1001, 900).unwrap().is_some());
     }
 
     #[test]

@@ -40,7 +40,14 @@ pub struct Extra {
     pub smtp_in: Option<String>,
 }
 
-fn write_config(dir: &Path, me: &AgentSetup, partner: &AgentSetup, own: &[&str], partner_cert: &str, extra: &Extra) {
+fn write_config(
+    dir: &Path,
+    me: &AgentSetup,
+    partner: &AgentSetup,
+    own: &[&str],
+    partner_cert: &str,
+    extra: &Extra,
+) {
     let creds: String = own
         .iter()
         .map(|stem| {
@@ -118,15 +125,33 @@ fn setup(dir: &Path, name: &str, domain: &str) -> AgentSetup {
 pub fn two_agents(dir: &Path, extra_a: &Extra, extra_b: &Extra) -> (AgentSetup, AgentSetup) {
     let a = setup(dir, "a", "hisp-a.example");
     let b = setup(dir, "b", "hisp-b.example");
-    write_config(dir, &a, &b, &["ehr@hisp-a.example", "hisp-a.example"], "hisp-b.example.pem", extra_a);
-    write_config(dir, &b, &a, &["iis@hisp-b.example", "hisp-b.example"], "hisp-a.example.pem", extra_b);
+    write_config(
+        dir,
+        &a,
+        &b,
+        &["ehr@hisp-a.example", "hisp-a.example"],
+        "hisp-b.example.pem",
+        extra_a,
+    );
+    write_config(
+        dir,
+        &b,
+        &a,
+        &["iis@hisp-b.example", "hisp-b.example"],
+        "hisp-a.example.pem",
+        extra_b,
+    );
     for (s, root) in [(&a, "root-b.pem"), (&b, "root-a.pem")] {
         let out = cli(s, &["anchors", "add"])
             .arg(cert(root))
             .args(["--domain", &s.domain])
             .output()
             .unwrap();
-        assert!(out.status.success(), "anchors add: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "anchors add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     (a, b)
 }
@@ -190,7 +215,12 @@ pub fn start(s: &AgentSetup) -> Running {
         .spawn()
         .expect("start direct-agent serve");
     let mut child = ChildGuard(child);
-    if let Err(e) = wait_for_tcp(&mut child, s.smtp_port, Duration::from_secs(30), Some(&s.log)) {
+    if let Err(e) = wait_for_tcp(
+        &mut child,
+        s.smtp_port,
+        Duration::from_secs(30),
+        Some(&s.log),
+    ) {
         panic!("{} did not start: {e}", s.name);
     }
     Running {
