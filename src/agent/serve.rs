@@ -289,8 +289,18 @@ impl Server {
         self.listeners.iter().map(|(a, _)| *a).collect()
     }
 
-    /// Run until `shutdown` turns true; then drain and return.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), String> {
+    /// Run until `shutdown` turns true with the configured sinks; then drain and return.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), String> {
+        let sinks = crate::sink::from_config(&self.ctx.config.sinks);
+        self.run_with_sinks(sinks, shutdown).await
+    }
+
+    /// As [`Server::run`] with the given sinks (tests, benchmarks, embedding).
+    pub async fn run_with_sinks(
+        self,
+        sinks: Vec<Box<dyn Sink>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), String> {
         let ctx = self.ctx;
         let cfg = ctx.config.clone();
         let spool = self.spool;
@@ -306,7 +316,7 @@ impl Server {
             &cfg.agent.hostname,
         )?);
         let outbound = Arc::new(Outbound::from_config(&cfg)?);
-        let sinks: Arc<Vec<Box<dyn Sink>>> = Arc::new(crate::sink::from_config(&cfg.sinks));
+        let sinks: Arc<Vec<Box<dyn Sink>>> = Arc::new(sinks);
         let cache = Arc::new(ValidationCache::new());
         let mut tasks = tokio::task::JoinSet::new();
         for (addr, listener) in self.listeners {

@@ -1,0 +1,254 @@
+//! Transport figures (issue 6): inbound messages per second accepted over loopback SMTP by 16
+//! concurrent clients and fully processed (spool fsync, decrypt, verify, trust, directory sink
+//! write), with p50/p99 latency from the end of DATA to the sink write; and outbound messages per
+//! second sealed, queued and delivered by the agent's workers to a local SMTP peer (a second
+//! agent's listener). `openssl speed rsa2048` is printed beside them: the target is processing
+//! limited by RSA, at least 60 % of its sign/s with both cores busy.
+//!
+//! `cargo bench --bench transport` (N=400 by default; `TRANSPORT_BENCH_N` to change).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use direct_agent::address::DirectAddress;
+use direct_agent::agent::Context;
+use direct_agent::agent::outbound::seal_and_queue;
+use direct_agent::agent::serve::Server;
+use direct_agent::clock::SystemClock;
+use direct_agent::credential::Credential;
+use direct_agent::message::{SealOptions, seal};
+use direct_agent::sink::{DirectorySink, Sink, SinkDelivery, SinkOutcome};
+use direct_agent::spool::{OutboundState, Spool, SqliteSpool};
+use openssl::x509::X509;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const CLIENTS: usize = 16;
+
+fn cert(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("certs").join(name)
+}
+
+/// A directory sink that also notes when each message was written.
+struct TimedSink {
+    inner: DirectorySink,
+    written: Mutex<HashMap<String, Instant>>,
+}
+
+impl Sink for TimedSink {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    fn deliver(&self, d: &SinkDelivery<'_>) -> SinkOutcome {
+        let out = self.inner.deliver(d);
+        if let (SinkOutcome::Accepted { .. }, Some(id)) = (&out, d.message_id) {
+            self.written
+                .lock()
+                .unwrap()
+                .insert(id.to_string(), Instant::now());
+        }
+        out
+    }
+}
+
+struct SharedSink(Arc<TimedSink>);
+impl Sink for SharedSink {
+    fn name(&self) -> String {
+        self.0.name()
+    }
+    fn deliver(&self, d: &SinkDelivery<'_>) -> SinkOutcome {
+        self.0.deliver(d)
+    }
+}
+
+fn config(dir: &Path, name: &str, domain: &str, own: &[&str], partner: &str, partner_cert: &str, route_port: Option<u16>) -> PathBuf {
+    let creds: String = own
+        .iter()
+        .map(|s| format!("  [[domain.credential]]\n  key = \"{}\"\n  cert = \"{}\"\n", cert(&format!("{s}.key")).display(), cert(&format!("{s}.fullchain.pem")).display()))
+        .collect();
+    let route = route_port
+        .map(|p| format!("[[smtp_out.route]]\ndomain = \"{partner}\"\nhost = \"127.0.0.1\"\nport = {p}\ntls = \"none\"\n"))
+        .unwrap_or_default();
+    let text = format!(
+        "[agent]\ndata_dir = \"{data}\"\n[trust]\nrevocation = \"off\"\naia = false\n[discovery]\nldap = false\n  [[discovery.certificate]]\n  for = \"{partner}\"\n  file = \"{pc}\"\n[[domain]]\nname = \"{domain}\"\n{creds}\n[smtp_in]\nlisten = \"127.0.0.1:0\"\nmax_connections = 64\n[smtp_out]\nconcurrency = 16\nper_domain_concurrency = 16\n{route}\n[[sink]]\nkind = \"directory\"\npath = \"{inbox}\"\n",
+        data = dir.join(format!("{name}-data")).display(),
+        pc = cert(partner_cert).display(),
+        inbox = dir.join(format!("{name}-inbox")).display(),
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    let st = Command::new(env!("CARGO_BIN_EXE_direct-agent"))
+        .arg("--config")
+        .arg(&path)
+        .args(["anchors", "add"])
+        .arg(cert(if domain == "hisp-b.example" { "root-a.pem" } else { "root-b.pem" }))
+        .args(["--domain", domain])
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    path
+}
+
+async fn smtp_send(port: u16, from: &str, to: &str, msgs: Arc<Mutex<Vec<(String, Vec<u8>)>>>, sent_at: Arc<Mutex<HashMap<String, Instant>>>) {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let mut line = String::new();
+    async fn reply(r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>, line: &mut String) -> String {
+        loop {
+            line.clear();
+            r.read_line(line).await.unwrap();
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return line.clone();
+            }
+        }
+    }
+    reply(&mut r, &mut line).await;
+    w.write_all(b"EHLO bench\r\n").await.unwrap();
+    reply(&mut r, &mut line).await;
+    loop {
+        let next = msgs.lock().unwrap().pop();
+        let Some((id, raw)) = next else { break };
+        w.write_all(format!("MAIL FROM:<{from}>\r\nRCPT TO:<{to}>\r\nDATA\r\n").as_bytes()).await.unwrap();
+        for _ in 0..3 {
+            let rep = reply(&mut r, &mut line).await;
+            assert!(rep.starts_with('2') || rep.starts_with('3'), "{rep}");
+        }
+        w.write_all(&raw).await.unwrap();
+        sent_at.lock().unwrap().insert(id, Instant::now());
+        w.write_all(b".\r\n").await.unwrap();
+        let rep = reply(&mut r, &mut line).await;
+        assert!(rep.starts_with("250"), "{rep}");
+    }
+    w.write_all(b"QUIT\r\n").await.unwrap();
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let n: usize = std::env::var("TRANSPORT_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let payload = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples/vxu-v04.hl7")).unwrap();
+    let payload: Vec<u8> = payload.iter().copied().cycle().take(4096).collect();
+
+    // ---- inbound: 16 SMTP clients -> agent B -> directory sink
+    let b_cfg = config(dir.path(), "b", "hisp-b.example", &["iis@hisp-b.example", "hisp-b.example"], "hisp-a.example", "hisp-a.example.pem", None);
+    let signer = Credential::load(&cert("ehr@hisp-a.example.key"), Some(&cert("ehr@hisp-a.example.fullchain.pem")), None).unwrap();
+    let rcpt = X509::from_pem(&std::fs::read(cert("iis@hisp-b.example.pem")).unwrap()).unwrap();
+    let from = DirectAddress::parse("ehr@hisp-a.example").unwrap();
+    let to = [DirectAddress::parse("iis@hisp-b.example").unwrap()];
+    let msgs: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|_| {
+            let s = seal(&from, &to, &payload, &signer, std::slice::from_ref(&rcpt), &SealOptions::default(), &SystemClock).unwrap();
+            // SMTP dot-stuffing is not needed: base64 lines never start with '.'.
+            let mut raw = s.message;
+            if !raw.ends_with(b"\r\n") {
+                raw.extend_from_slice(b"\r\n");
+            }
+            (s.message_id, raw)
+        })
+        .collect();
+    let size = msgs[0].1.len();
+    let sink = Arc::new(TimedSink { inner: DirectorySink::new(dir.path().join("b-inbox")), written: Mutex::new(HashMap::new()) });
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let (elapsed, latencies) = rt.block_on(async {
+        let ctx = Context::load(Some(&b_cfg)).unwrap();
+        let server = Server::bind(ctx).await.unwrap();
+        let port = server.smtp_addresses()[0].port();
+        let run = tokio::spawn(server.run_with_sinks(vec![Box::new(SharedSink(sink.clone()))], rx));
+        let queue = Arc::new(Mutex::new(msgs));
+        let sent_at = Arc::new(Mutex::new(HashMap::new()));
+        let start = Instant::now();
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| tokio::spawn(smtp_send(port, "ehr@hisp-a.example", "iis@hisp-b.example", queue.clone(), sent_at.clone())))
+            .collect();
+        for c in clients {
+            c.await.unwrap();
+        }
+        while sink.written.lock().unwrap().len() < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let elapsed = start.elapsed();
+        let written = sink.written.lock().unwrap().clone();
+        let sent_at = sent_at.lock().unwrap().clone();
+        let mut lat: Vec<Duration> = sent_at.iter().filter_map(|(id, t0)| written.get(id).map(|t1| t1.duration_since(*t0))).collect();
+        lat.sort();
+        tx.send(true).unwrap();
+        run.await.unwrap().unwrap();
+        (elapsed, lat)
+    });
+    println!("transport bench, {n} messages of a 4 KiB HL7 payload ({size} bytes sealed), {CLIENTS} SMTP clients, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "inbound:  {:.0} messages/s accepted and processed (spool fsync + open + sink); DATA end -> sink write p50 {:.1} ms, p99 {:.1} ms",
+        n as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3
+    );
+
+    // ---- outbound: seal + queue at A, A's workers deliver to B's listener
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let b_port = rt.block_on(async {
+        let ctx = Context::load(Some(&b_cfg)).unwrap();
+        let server = Server::bind(ctx).await.unwrap();
+        let port = server.smtp_addresses()[0].port();
+        rt_spawn_server(server, rx);
+        port
+    });
+    let a_cfg = config(dir.path(), "a", "hisp-a.example", &["ehr@hisp-a.example", "hisp-a.example"], "hisp-b.example", "iis@hisp-b.example.pem", Some(b_port));
+    let ctx = Context::load(Some(&a_cfg)).unwrap();
+    let spool = SqliteSpool::open(&dir.path().join("a-data")).unwrap();
+    let start = Instant::now();
+    for _ in 0..n {
+        seal_and_queue(&ctx, &spool, &from, &to, &payload, &SealOptions::default()).unwrap();
+    }
+    let sealed = start.elapsed();
+    let (atx, arx) = tokio::sync::watch::channel(false);
+    let delivered = rt.block_on(async {
+        let ctx = Context::load(Some(&a_cfg)).unwrap();
+        let server = Server::bind(ctx).await.unwrap();
+        let start = Instant::now();
+        let run = tokio::spawn(server.run(arx));
+        loop {
+            let sent = spool.list_outbound(Some(OutboundState::Sent)).unwrap().len();
+            if sent >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let d = start.elapsed();
+        atx.send(true).unwrap();
+        run.await.unwrap().unwrap();
+        d
+    });
+    tx.send(true).unwrap();
+    println!(
+        "outbound: {:.0} messages/s sealed and queued (discovery, sign, encrypt, spool fsync); {:.0} messages/s delivered by the queue workers to a local SMTP peer",
+        n as f64 / sealed.as_secs_f64(),
+        n as f64 / delivered.as_secs_f64()
+    );
+    openssl_speed();
+}
+
+fn rt_spawn_server(server: Server, rx: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let _ = server.run(rx).await;
+    });
+}
+
+fn openssl_speed() {
+    match Command::new("openssl").args(["speed", "-seconds", "2", "rsa2048"]).output() {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            for l in text.lines().filter(|l| l.contains("sign/s") || (l.trim_start().starts_with("rsa") && l.contains("2048"))) {
+                println!("openssl speed: {}", l.trim());
+            }
+        }
+        Ok(o) => println!("openssl speed rsa2048 failed: {}", String::from_utf8_lossy(&o.stderr).trim()),
+        Err(e) => println!("openssl speed rsa2048 could not be run: {e}"),
+    }
+}
