@@ -5,6 +5,7 @@
 //! so they can be tested against real peers on loopback without the rest of the agent.
 
 pub mod imap;
+pub mod mx;
 pub mod smtp_in;
 pub mod smtp_out;
 pub mod tls;

@@ -8,6 +8,7 @@ pub mod dnsmasq;
 pub mod http;
 pub mod pki;
 pub mod slapd;
+pub mod smtp_peer;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
