@@ -199,6 +199,11 @@ impl Running {
 
 /// Start `serve` for `s` and wait until its SMTP port accepts connections.
 pub fn start(s: &AgentSetup) -> Running {
+    start_with_env(s, &[])
+}
+
+/// As [`start`], with extra environment variables (passwords named by `password_env`).
+pub fn start_with_env(s: &AgentSetup, env: &[(&str, &str)]) -> Running {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -209,6 +214,7 @@ pub fn start(s: &AgentSetup) -> Running {
         .arg(&s.config)
         .arg("serve")
         .env("DIRECT_AGENT_LOG", "info")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
