@@ -27,8 +27,13 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const CLIENTS: usize = 16;
 
+/// Sealed messages waiting for a client: (Message-ID, bytes).
+type Outbox = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 fn cert(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("certs").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("certs")
+        .join(name)
 }
 
 /// A directory sink that also notes when each message was written.
@@ -63,18 +68,38 @@ impl Sink for SharedSink {
     }
 }
 
-fn config(dir: &Path, name: &str, domain: &str, own: &[&str], partner: &str, partner_cert: &str, route_port: Option<u16>) -> PathBuf {
+fn config(
+    dir: &Path,
+    name: &str,
+    domain: &str,
+    own: &[&str],
+    partner: &str,
+    partner_cert: &str,
+    route_port: Option<u16>,
+) -> PathBuf {
     let creds: String = own
         .iter()
-        .map(|s| format!("  [[domain.credential]]\n  key = \"{}\"\n  cert = \"{}\"\n", cert(&format!("{s}.key")).display(), cert(&format!("{s}.fullchain.pem")).display()))
+        .map(|s| {
+            format!(
+                "  [[domain.credential]]\n  key = \"{}\"\n  cert = \"{}\"\n",
+                cert(&format!("{s}.key")).display(),
+                cert(&format!("{s}.fullchain.pem")).display()
+            )
+        })
         .collect();
     let route = route_port
         .map(|p| format!("[[smtp_out.route]]\ndomain = \"{partner}\"\nhost = \"127.0.0.1\"\nport = {p}\ntls = \"none\"\n"))
         .unwrap_or_default();
     let text = format!(
-        "[agent]\ndata_dir = \"{data}\"\n[trust]\nrevocation = \"off\"\naia = false\n[discovery]\nldap = false\n  [[discovery.certificate]]\n  for = \"{partner}\"\n  file = \"{pc}\"\n[[domain]]\nname = \"{domain}\"\n{creds}\n[smtp_in]\nlisten = \"127.0.0.1:0\"\nmax_connections = 64\n[smtp_out]\nconcurrency = 16\nper_domain_concurrency = 16\n{route}\n[[sink]]\nkind = \"directory\"\npath = \"{inbox}\"\n",
+        "[agent]\ndata_dir = \"{data}\"\n[trust]\nrevocation = \"off\"\naia = false\n[discovery]\nldap = false\n  [[discovery.certificate]]\n  for = \"{partner}\"\n  file = \"{pc}\"\n[[domain]]\nname = \"{domain}\"\nintermediates = [\"{inter}\"]\n{creds}\n[smtp_in]\nlisten = \"127.0.0.1:0\"\nmax_connections = 64\n[smtp_out]\nconcurrency = 16\nper_domain_concurrency = 16\n{route}\n[[sink]]\nkind = \"directory\"\npath = \"{inbox}\"\n",
         data = dir.join(format!("{name}-data")).display(),
         pc = cert(partner_cert).display(),
+        inter = cert(if partner == "hisp-a.example" {
+            "intermediate-a.pem"
+        } else {
+            "intermediate-b.pem"
+        })
+        .display(),
         inbox = dir.join(format!("{name}-inbox")).display(),
     );
     let path = dir.join(format!("{name}.toml"));
@@ -83,16 +108,32 @@ fn config(dir: &Path, name: &str, domain: &str, own: &[&str], partner: &str, par
         .arg("--config")
         .arg(&path)
         .args(["anchors", "add"])
-        .arg(cert(if domain == "hisp-b.example" { "root-a.pem" } else { "root-b.pem" }))
+        .arg(cert(if domain == "hisp-b.example" {
+            "root-a.pem"
+        } else {
+            "root-b.pem"
+        }))
         .args(["--domain", domain])
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     path
 }
 
-async fn smtp_send(port: u16, from: &str, to: &str, msgs: Arc<Mutex<Vec<(String, Vec<u8>)>>>, sent_at: Arc<Mutex<HashMap<String, Instant>>>) {
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+async fn smtp_send(
+    port: u16,
+    from: &str,
+    to: &str,
+    msgs: Outbox,
+    sent_at: Arc<Mutex<HashMap<String, Instant>>>,
+) {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut line = String::new();
@@ -111,7 +152,9 @@ async fn smtp_send(port: u16, from: &str, to: &str, msgs: Arc<Mutex<Vec<(String,
     loop {
         let next = msgs.lock().unwrap().pop();
         let Some((id, raw)) = next else { break };
-        w.write_all(format!("MAIL FROM:<{from}>\r\nRCPT TO:<{to}>\r\nDATA\r\n").as_bytes()).await.unwrap();
+        w.write_all(format!("MAIL FROM:<{from}>\r\nRCPT TO:<{to}>\r\nDATA\r\n").as_bytes())
+            .await
+            .unwrap();
         for _ in 0..3 {
             let rep = reply(&mut r, &mut line).await;
             assert!(rep.starts_with('2') || rep.starts_with('3'), "{rep}");
@@ -130,21 +173,51 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let n: usize = std::env::var("TRANSPORT_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
+    let n: usize = std::env::var("TRANSPORT_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let payload = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples/vxu-v04.hl7")).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let payload =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples/vxu-v04.hl7"))
+            .unwrap();
     let payload: Vec<u8> = payload.iter().copied().cycle().take(4096).collect();
 
     // ---- inbound: 16 SMTP clients -> agent B -> directory sink
-    let b_cfg = config(dir.path(), "b", "hisp-b.example", &["iis@hisp-b.example", "hisp-b.example"], "hisp-a.example", "hisp-a.example.pem", None);
-    let signer = Credential::load(&cert("ehr@hisp-a.example.key"), Some(&cert("ehr@hisp-a.example.fullchain.pem")), None).unwrap();
+    let b_cfg = config(
+        dir.path(),
+        "b",
+        "hisp-b.example",
+        &["iis@hisp-b.example", "hisp-b.example"],
+        "hisp-a.example",
+        "hisp-a.example.pem",
+        None,
+    );
+    let signer = Credential::load(
+        &cert("ehr@hisp-a.example.key"),
+        Some(&cert("ehr@hisp-a.example.fullchain.pem")),
+        None,
+    )
+    .unwrap();
     let rcpt = X509::from_pem(&std::fs::read(cert("iis@hisp-b.example.pem")).unwrap()).unwrap();
     let from = DirectAddress::parse("ehr@hisp-a.example").unwrap();
     let to = [DirectAddress::parse("iis@hisp-b.example").unwrap()];
     let msgs: Vec<(String, Vec<u8>)> = (0..n)
         .map(|_| {
-            let s = seal(&from, &to, &payload, &signer, std::slice::from_ref(&rcpt), &SealOptions::default(), &SystemClock).unwrap();
+            let s = seal(
+                &from,
+                &to,
+                &payload,
+                &signer,
+                std::slice::from_ref(&rcpt),
+                &SealOptions::default(),
+                &SystemClock,
+            )
+            .unwrap();
             // SMTP dot-stuffing is not needed: base64 lines never start with '.'.
             let mut raw = s.message;
             if !raw.ends_with(b"\r\n") {
@@ -154,7 +227,10 @@ fn main() {
         })
         .collect();
     let size = msgs[0].1.len();
-    let sink = Arc::new(TimedSink { inner: DirectorySink::new(dir.path().join("b-inbox")), written: Mutex::new(HashMap::new()) });
+    let sink = Arc::new(TimedSink {
+        inner: DirectorySink::new(dir.path().join("b-inbox")),
+        written: Mutex::new(HashMap::new()),
+    });
     let (tx, rx) = tokio::sync::watch::channel(false);
     let (elapsed, latencies) = rt.block_on(async {
         let ctx = Context::load(Some(&b_cfg)).unwrap();
@@ -165,7 +241,15 @@ fn main() {
         let sent_at = Arc::new(Mutex::new(HashMap::new()));
         let start = Instant::now();
         let clients: Vec<_> = (0..CLIENTS)
-            .map(|_| tokio::spawn(smtp_send(port, "ehr@hisp-a.example", "iis@hisp-b.example", queue.clone(), sent_at.clone())))
+            .map(|_| {
+                tokio::spawn(smtp_send(
+                    port,
+                    "ehr@hisp-a.example",
+                    "iis@hisp-b.example",
+                    queue.clone(),
+                    sent_at.clone(),
+                ))
+            })
             .collect();
         for c in clients {
             c.await.unwrap();
@@ -176,13 +260,21 @@ fn main() {
         let elapsed = start.elapsed();
         let written = sink.written.lock().unwrap().clone();
         let sent_at = sent_at.lock().unwrap().clone();
-        let mut lat: Vec<Duration> = sent_at.iter().filter_map(|(id, t0)| written.get(id).map(|t1| t1.duration_since(*t0))).collect();
+        let mut lat: Vec<Duration> = sent_at
+            .iter()
+            .filter_map(|(id, t0)| written.get(id).map(|t1| t1.duration_since(*t0)))
+            .collect();
         lat.sort();
         tx.send(true).unwrap();
         run.await.unwrap().unwrap();
         (elapsed, lat)
     });
-    println!("transport bench, {n} messages of a 4 KiB HL7 payload ({size} bytes sealed), {CLIENTS} SMTP clients, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "transport bench, {n} messages of a 4 KiB HL7 payload ({size} bytes sealed), {CLIENTS} SMTP clients, {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     println!(
         "inbound:  {:.0} messages/s accepted and processed (spool fsync + open + sink); DATA end -> sink write p50 {:.1} ms, p99 {:.1} ms",
         n as f64 / elapsed.as_secs_f64(),
@@ -199,7 +291,15 @@ fn main() {
         rt_spawn_server(server, rx);
         port
     });
-    let a_cfg = config(dir.path(), "a", "hisp-a.example", &["ehr@hisp-a.example", "hisp-a.example"], "hisp-b.example", "iis@hisp-b.example.pem", Some(b_port));
+    let a_cfg = config(
+        dir.path(),
+        "a",
+        "hisp-a.example",
+        &["ehr@hisp-a.example", "hisp-a.example"],
+        "hisp-b.example",
+        "iis@hisp-b.example.pem",
+        Some(b_port),
+    );
     let ctx = Context::load(Some(&a_cfg)).unwrap();
     let spool = SqliteSpool::open(&dir.path().join("a-data")).unwrap();
     let start = Instant::now();
@@ -214,7 +314,10 @@ fn main() {
         let start = Instant::now();
         let run = tokio::spawn(server.run(arx));
         loop {
-            let sent = spool.list_outbound(Some(OutboundState::Sent)).unwrap().len();
+            let sent = spool
+                .list_outbound(Some(OutboundState::Sent))
+                .unwrap()
+                .len();
             if sent >= n {
                 break;
             }
@@ -241,14 +344,22 @@ fn rt_spawn_server(server: Server, rx: tokio::sync::watch::Receiver<bool>) {
 }
 
 fn openssl_speed() {
-    match Command::new("openssl").args(["speed", "-seconds", "2", "rsa2048"]).output() {
+    match Command::new("openssl")
+        .args(["speed", "-seconds", "2", "rsa2048"])
+        .output()
+    {
         Ok(o) if o.status.success() => {
             let text = String::from_utf8_lossy(&o.stdout);
-            for l in text.lines().filter(|l| l.contains("sign/s") || (l.trim_start().starts_with("rsa") && l.contains("2048"))) {
+            for l in text.lines().filter(|l| {
+                l.contains("sign/s") || (l.trim_start().starts_with("rsa") && l.contains("2048"))
+            }) {
                 println!("openssl speed: {}", l.trim());
             }
         }
-        Ok(o) => println!("openssl speed rsa2048 failed: {}", String::from_utf8_lossy(&o.stderr).trim()),
+        Ok(o) => println!(
+            "openssl speed rsa2048 failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
         Err(e) => println!("openssl speed rsa2048 could not be run: {e}"),
     }
 }

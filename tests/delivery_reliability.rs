@@ -25,18 +25,35 @@ fn route_to(peer: &SmtpPeer, extra: &str) -> Extra {
 }
 
 fn json(out: std::process::Output) -> serde_json::Value {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn send(a: &support::agents::AgentSetup, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    cli(a, &["send", "--from", "ehr@hisp-a.example", "--to", "iis@hisp-b.example"])
-        .args(extra)
-        .arg("--in")
-        .arg(sample())
-        .envs(env.iter().copied())
-        .output()
-        .unwrap()
+fn send(
+    a: &support::agents::AgentSetup,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    cli(
+        a,
+        &[
+            "send",
+            "--from",
+            "ehr@hisp-a.example",
+            "--to",
+            "iis@hisp-b.example",
+        ],
+    )
+    .args(extra)
+    .arg("--in")
+    .arg(sample())
+    .envs(env.iter().copied())
+    .output()
+    .unwrap()
 }
 
 #[test]
@@ -46,9 +63,17 @@ fn peer_answering_451_three_times_gets_the_message_once_with_backoff() {
         ..PeerOptions::default()
     });
     let dir = tempfile::tempdir().unwrap();
-    let (a, _b) = two_agents(dir.path(), &route_to(&peer, "tls = \"none\"\n"), &Extra::default());
+    let (a, _b) = two_agents(
+        dir.path(),
+        &route_to(&peer, "tls = \"none\"\n"),
+        &Extra::default(),
+    );
     let out = send(&a, &[], &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ra = start(&a);
     let sent = wait_until(Duration::from_secs(60), || {
         json(cli(&a, &["queue", "list", "--json"]).output().unwrap())[0]["state"] == "sent"
@@ -59,17 +84,27 @@ fn peer_answering_451_three_times_gets_the_message_once_with_backoff() {
     let id = json(cli(&a, &["queue", "list", "--json"]).output().unwrap())[0]["id"].to_string();
     let entry = json(cli(&a, &["queue", "show", &id, "--json"]).output().unwrap());
     let history = entry["history"].as_array().unwrap();
-    let outcomes: Vec<&str> = history.iter().map(|h| h["outcome"].as_str().unwrap()).collect();
+    let outcomes: Vec<&str> = history
+        .iter()
+        .map(|h| h["outcome"].as_str().unwrap())
+        .collect();
     assert_eq!(outcomes, ["transient", "transient", "transient", "sent"]);
     assert_eq!(entry["attempts"], 4);
     for h in &history[..3] {
         assert!(h["detail"].as_str().unwrap().contains("451"), "{h}");
         let delay = h["next_attempt_at"].as_i64().unwrap() - h["at"].as_i64().unwrap();
-        assert!((1..=2).contains(&delay), "backoff between retry_initial and retry_max: {h}");
+        assert!(
+            (1..=2).contains(&delay),
+            "backoff between retry_initial and retry_max: {h}"
+        );
     }
     // The human view shows the schedule.
-    let text = String::from_utf8(cli(&a, &["queue", "show", &id]).output().unwrap().stdout).unwrap();
-    assert!(text.contains("next attempt") && text.contains("451"), "{text}");
+    let text =
+        String::from_utf8(cli(&a, &["queue", "show", &id]).output().unwrap().stdout).unwrap();
+    assert!(
+        text.contains("next attempt") && text.contains("451"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -79,11 +114,18 @@ fn peer_answering_550_fails_the_entry_at_once() {
         ..PeerOptions::default()
     });
     let dir = tempfile::tempdir().unwrap();
-    let (a, _b) = two_agents(dir.path(), &route_to(&peer, "tls = \"none\"\n"), &Extra::default());
+    let (a, _b) = two_agents(
+        dir.path(),
+        &route_to(&peer, "tls = \"none\"\n"),
+        &Extra::default(),
+    );
     let out = send(&a, &["--now"], &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("failed") && err.contains("550 5.1.1 No such user here"), "{err}");
+    assert!(
+        err.contains("failed") && err.contains("550 5.1.1 No such user here"),
+        "{err}"
+    );
     let q = json(cli(&a, &["queue", "list", "--json"]).output().unwrap());
     assert_eq!(q[0]["state"], "failed");
     assert_eq!(q[0]["attempts"], 1);
@@ -115,7 +157,11 @@ fn auth_rejection_disables_the_credential_after_exactly_one_attempt() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("credentials reset hisp-submission"), "{err}");
     assert_eq!(peer.auth_attempts().len(), 1);
-    let creds = json(cli(&a, &["credentials", "list", "--json"]).output().unwrap());
+    let creds = json(
+        cli(&a, &["credentials", "list", "--json"])
+            .output()
+            .unwrap(),
+    );
     assert_eq!(creds[0]["name"], "hisp-submission");
 
     // A second message, a restart and a running agent: no further AUTH attempt.
@@ -125,14 +171,27 @@ fn auth_rejection_disables_the_credential_after_exactly_one_attempt() {
     {
         let ra = start_with_env(&a, &wrong);
         std::thread::sleep(Duration::from_secs(3));
-        assert_eq!(peer.auth_attempts().len(), 1, "retried a rejected credential; log:\n{}", ra.log_text());
+        assert_eq!(
+            peer.auth_attempts().len(),
+            1,
+            "retried a rejected credential; log:\n{}",
+            ra.log_text()
+        );
         let q = json(cli(&a, &["queue", "list", "--json"]).output().unwrap());
-        assert!(q.as_array().unwrap().iter().all(|e| e["state"] == "queued" && e["blocked_on"] == "hisp-submission"), "{q}");
+        assert!(
+            q.as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e["state"] == "queued" && e["blocked_on"] == "hisp-submission"),
+            "{q}"
+        );
     }
     // The operator fixes the password and resets: both messages go.
     let right = [("HISP_PASSWORD", "right-password")];
     let ra = start_with_env(&a, &right);
-    let out = cli(&a, &["credentials", "reset", "hisp-submission"]).output().unwrap();
+    let out = cli(&a, &["credentials", "reset", "hisp-submission"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(
         wait_until(Duration::from_secs(30), || peer.messages().len() == 2),
@@ -140,5 +199,9 @@ fn auth_rejection_disables_the_credential_after_exactly_one_attempt() {
         ra.log_text()
     );
     let attempts = peer.auth_attempts();
-    assert_eq!(attempts.iter().filter(|a| !a.success).count(), 1, "{attempts:?}");
+    assert_eq!(
+        attempts.iter().filter(|a| !a.success).count(),
+        1,
+        "{attempts:?}"
+    );
 }

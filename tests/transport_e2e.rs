@@ -67,7 +67,16 @@ fn two_agents_exchange_a_message_end_to_end() {
     assert_eq!(side["metadata"]["from"], "ehr@hisp-a.example");
     assert_eq!(side["metadata"]["message_id"], message_id.as_str());
     assert_eq!(side["metadata"]["signer_binding"], "address");
-    let file = side["payloads"][0]["file"].as_str().unwrap();
+    let files: Vec<&str> = side["payloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["file"].as_str().unwrap())
+        .collect();
+    let file = files
+        .iter()
+        .find(|f| f.ends_with(".hl7"))
+        .unwrap_or_else(|| panic!("no HL7 payload in {files:?}"));
     assert_eq!(
         std::fs::read(b.inbox.join(file)).unwrap(),
         std::fs::read(sample()).unwrap(),

@@ -201,7 +201,7 @@ impl Context {
                         found.reason.unwrap_or_default()
                     )));
                 }
-                eprintln!("discovered {} certificate(s) for {rcpt}", certs.len());
+                tracing::info!(recipient = %rcpt, certificates = certs.len(), "recipient certificates discovered");
                 recipients.extend(certs);
             }
             return Ok(signer);

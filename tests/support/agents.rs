@@ -88,6 +88,7 @@ ldap = false
 
 [[domain]]
 name = "{domain}"
+intermediates = ["{partner_intermediate}"]
 {creds}
 [smtp_in]
 listen = "127.0.0.1:{port}"
@@ -103,6 +104,12 @@ path = "{inbox}"
         domain = me.domain,
         partner_domain = partner.domain,
         partner_cert = cert(partner_cert).display(),
+        partner_intermediate = cert(if partner.domain == "hisp-a.example" {
+            "intermediate-a.pem"
+        } else {
+            "intermediate-b.pem"
+        })
+        .display(),
         port = me.smtp_port,
         inbox = me.inbox.display(),
     );
