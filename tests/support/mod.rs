@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod dnsmasq;
+pub mod dovecot;
 pub mod http;
 pub mod pki;
 pub mod slapd;
