@@ -356,7 +356,9 @@ impl Server {
                 }
             });
         }
-        let workers = std::thread::available_parallelism()
+        // Opening is CPU-bound but sinks wait on fsync or a peer: four workers per core keep
+        // both busy.
+        let workers = 4 * std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
         tasks.spawn(run_inbound_workers(

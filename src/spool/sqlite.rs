@@ -1,6 +1,8 @@
 //! `SqliteSpool`: the embedded spool, one SQLite file `spool.sqlite` in the data directory,
 //! raw messages stored in the database beside their state so one commit makes a message and its
-//! envelope durable together (no file/row mismatch after a crash).
+//! envelope durable together (no file/row mismatch after a crash). Raw bytes live in their own
+//! tables (`inbound_raw`, `bodies`): SQLite rewrites a whole record on every update, and state
+//! changes must not copy the message each time.
 //!
 //! WAL mode with `synchronous=FULL`: a commit is on disk (fsynced) when it returns, which is
 //! what lets the SMTP listener answer `250` and the IMAP poller set `\Seen` afterwards. `send`
@@ -28,7 +30,6 @@ CREATE TABLE IF NOT EXISTS inbound (
     rcpt_to         TEXT    NOT NULL,
     message_id      TEXT,
     size            INTEGER NOT NULL,
-    raw             BLOB    NOT NULL,
     state           TEXT    NOT NULL,
     received_at     INTEGER NOT NULL,
     updated_at      INTEGER NOT NULL,
@@ -41,6 +42,10 @@ CREATE TABLE IF NOT EXISTS inbound (
     outcome         TEXT
 );
 CREATE INDEX IF NOT EXISTS inbound_due ON inbound (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS inbound_raw (
+    id  INTEGER PRIMARY KEY,
+    raw BLOB    NOT NULL
+);
 CREATE TABLE IF NOT EXISTS inbound_keys (
     key        TEXT    PRIMARY KEY,
     inbound_id INTEGER NOT NULL
@@ -81,6 +86,7 @@ CREATE TABLE IF NOT EXISTS credentials (
 pub struct SqliteSpool {
     path: PathBuf,
     conn: Mutex<Connection>,
+    batch: Mutex<Batch>,
 }
 
 impl std::fmt::Debug for SqliteSpool {
@@ -152,6 +158,86 @@ fn outbound_from_row(row: &Row<'_>) -> rusqlite::Result<(OutboundEntry, i64)> {
     ))
 }
 
+/// A received message waiting for the next group commit.
+struct PendingInbound {
+    source: String,
+    mail_from: String,
+    rcpt_to: String,
+    message_id: Option<String>,
+    raw: Vec<u8>,
+    now: i64,
+    keys: Vec<String>,
+}
+
+impl From<&NewInbound<'_>> for PendingInbound {
+    fn from(msg: &NewInbound<'_>) -> Self {
+        PendingInbound {
+            source: msg.source.describe(),
+            mail_from: msg.mail_from.clone(),
+            rcpt_to: serde_json::to_string(&msg.rcpt_to).unwrap_or_else(|_| "[]".into()),
+            message_id: msg.message_id.clone(),
+            raw: msg.raw.to_vec(),
+            now: msg.now,
+            keys: inbound_keys(msg),
+        }
+    }
+}
+
+/// Messages queued for the next group commit, and results of a commit for their callers.
+#[derive(Default)]
+struct Batch {
+    next_ticket: u64,
+    pending: Vec<(u64, PendingInbound)>,
+    results: std::collections::HashMap<u64, Result<Received, SpoolError>>,
+}
+
+/// Store one received message inside an open transaction (or find its duplicate).
+fn receive_one(tx: &rusqlite::Transaction<'_>, m: &PendingInbound) -> rusqlite::Result<Received> {
+    for k in &m.keys {
+        let existing: Option<i64> = tx
+            .query_row(
+                "SELECT inbound_id FROM inbound_keys WHERE key = ?1",
+                [k],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = existing {
+            // Record the other keys too (an IMAP copy of a message known by Message-ID).
+            for k2 in &m.keys {
+                tx.execute(
+                    "INSERT OR IGNORE INTO inbound_keys (key, inbound_id) VALUES (?1, ?2)",
+                    params![k2, id],
+                )?;
+            }
+            return Ok(Received::Duplicate(id));
+        }
+    }
+    tx.execute(
+        "INSERT INTO inbound (source, mail_from, rcpt_to, message_id, size, state, received_at, updated_at, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'received', ?6, ?6, ?6)",
+        params![
+            m.source,
+            m.mail_from,
+            m.rcpt_to,
+            m.message_id,
+            m.raw.len() as i64,
+            m.now
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    tx.execute(
+        "INSERT INTO inbound_raw (id, raw) VALUES (?1, ?2)",
+        params![id, m.raw],
+    )?;
+    for k in &m.keys {
+        tx.execute(
+            "INSERT OR IGNORE INTO inbound_keys (key, inbound_id) VALUES (?1, ?2)",
+            params![k, id],
+        )?;
+    }
+    Ok(Received::Stored(id))
+}
+
 /// The duplicate-detection keys of a received message.
 fn inbound_keys(msg: &NewInbound<'_>) -> Vec<String> {
     let mut keys = Vec::new();
@@ -220,6 +306,7 @@ impl SqliteSpool {
         Ok(SqliteSpool {
             path,
             conn: Mutex::new(conn),
+            batch: Mutex::new(Batch::default()),
         })
     }
 
@@ -288,51 +375,67 @@ fn push_history(history: &str, attempt: &Attempt) -> String {
 
 impl Spool for SqliteSpool {
     fn receive(&self, msg: NewInbound<'_>) -> Result<Received, SpoolError> {
-        let keys = inbound_keys(&msg);
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for k in &keys {
-                let existing: Option<i64> = tx
-                    .query_row(
-                        "SELECT inbound_id FROM inbound_keys WHERE key = ?1",
-                        [k],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                if let Some(id) = existing {
-                    // Record the other keys too (an IMAP copy of a message known by Message-ID).
-                    for k2 in &keys {
-                        tx.execute(
-                            "INSERT OR IGNORE INTO inbound_keys (key, inbound_id) VALUES (?1, ?2)",
-                            params![k2, id],
-                        )?;
-                    }
-                    tx.commit()?;
-                    return Ok(Received::Duplicate(id));
-                }
-            }
-            tx.execute(
-                "INSERT INTO inbound (source, mail_from, rcpt_to, message_id, size, raw, state, received_at, updated_at, next_attempt_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'received', ?7, ?7, ?7)",
-                params![
-                    msg.source.describe(),
-                    msg.mail_from,
-                    serde_json::to_string(&msg.rcpt_to).unwrap_or_else(|_| "[]".into()),
-                    msg.message_id,
-                    msg.raw.len() as i64,
-                    msg.raw,
-                    msg.now
-                ],
-            )?;
-            let id = tx.last_insert_rowid();
-            for k in &keys {
-                tx.execute(
-                    "INSERT OR IGNORE INTO inbound_keys (key, inbound_id) VALUES (?1, ?2)",
-                    params![k, id],
-                )?;
+        // Group commit: queue the message, then take the connection. Whoever holds it commits
+        // everything queued so far in one transaction (one fsync for many concurrent SMTP
+        // sessions); a caller whose message was in someone else's batch finds its result ready.
+        let ticket = {
+            let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+            b.next_ticket += 1;
+            let t = b.next_ticket;
+            b.pending.push((t, PendingInbound::from(&msg)));
+            t
+        };
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = b.results.remove(&ticket) {
+            return r;
+        }
+        let items = std::mem::take(&mut b.pending);
+        drop(b);
+        let outcome = (|| -> rusqlite::Result<Vec<(u64, Received)>> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut done = Vec::with_capacity(items.len());
+            for (t, item) in &items {
+                done.push((*t, receive_one(&tx, item)?));
             }
             tx.commit()?;
-            Ok(Received::Stored(id))
+            Ok(done)
+        })();
+        // Results are published before the connection is released: a caller that then takes the
+        // connection finds its result instead of committing an empty batch.
+        let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+        let mut mine = None;
+        match outcome {
+            Ok(done) => {
+                for (t, r) in done {
+                    if t == ticket {
+                        mine = Some(Ok(r));
+                    } else {
+                        b.results.insert(t, Ok(r));
+                    }
+                }
+            }
+            Err(e) => {
+                for (t, _) in &items {
+                    let err = SpoolError::Database {
+                        path: self.path.display().to_string(),
+                        detail: e.to_string(),
+                    };
+                    if *t == ticket {
+                        mine = Some(Err(err));
+                    } else {
+                        b.results.insert(*t, Err(err));
+                    }
+                }
+            }
+        }
+        drop(b);
+        drop(conn);
+        mine.unwrap_or_else(|| {
+            Err(SpoolError::Database {
+                path: self.path.display().to_string(),
+                detail: "message lost from the commit batch (a bug): retry".into(),
+            })
         })
     }
 
@@ -386,7 +489,9 @@ impl Spool for SqliteSpool {
                 [id],
                 inbound_from_row,
             )?;
-            entry.raw = tx.query_row("SELECT raw FROM inbound WHERE id = ?1", [id], |r| r.get(0))?;
+            entry.raw = tx.query_row("SELECT raw FROM inbound_raw WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })?;
             tx.commit()?;
             Ok(Some(entry))
         })
@@ -424,7 +529,9 @@ impl Spool for SqliteSpool {
         self.with(|c| {
             let entry = c
                 .query_row(
-                    &format!("SELECT {INBOUND_COLUMNS}, raw FROM inbound WHERE id = ?1"),
+                    &format!(
+                        "SELECT {INBOUND_COLUMNS}, (SELECT raw FROM inbound_raw WHERE inbound_raw.id = inbound.id) FROM inbound WHERE id = ?1"
+                    ),
                     [id],
                     |r| {
                         let mut e = inbound_from_row(r)?;

@@ -375,18 +375,33 @@ impl Outbound {
             .timeout
             .saturating_mul(addrs.len() as u32)
             .saturating_add(self.timeout);
-        let mut conn = step(
-            connect_limit,
-            AsyncSmtpConnection::connect_tokio1(
-                addrs.as_slice(),
-                Some(self.timeout),
-                &self.hello,
-                wrapper,
-                None,
-            ),
-        )
-        .await
-        .map_err(|f| f.classify(&at, Phase::Connect, None))?;
+        let mut conn = match wrapper {
+            Some(tls) => step(
+                connect_limit,
+                AsyncSmtpConnection::connect_tokio1(
+                    addrs.as_slice(),
+                    Some(self.timeout),
+                    &self.hello,
+                    Some(tls),
+                    None,
+                ),
+            )
+            .await
+            .map_err(|f| f.classify(&at, Phase::Connect, None))?,
+            None => {
+                // Our own connect, so the socket gets TCP_NODELAY: lettre leaves Nagle on, and
+                // the final "." of DATA then waits for the peer's delayed ACK (~40 ms a message).
+                let stream = connect_nodelay(&addrs, self.timeout).await.map_err(|e| {
+                    DeliveryError::Transient(format!("cannot connect to {at}: {e}"))
+                })?;
+                step(
+                    connect_limit,
+                    AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello),
+                )
+                .await
+                .map_err(|f| f.classify(&at, Phase::Connect, None))?
+            }
+        };
         progress.tls = conn.is_encrypted();
 
         let result = self
@@ -668,6 +683,30 @@ impl std::fmt::Display for Phase<'_> {
 enum Failure {
     TimedOut(Duration),
     Smtp(SmtpError),
+}
+
+/// Connect to the first address that answers, each within `limit`, with TCP_NODELAY set.
+async fn connect_nodelay(
+    addrs: &[std::net::SocketAddr],
+    limit: Duration,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address to connect to");
+    for addr in addrs {
+        match tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Ok(Err(e)) => last = e,
+            Err(_) => {
+                last = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("timed out after {limit:?}"),
+                )
+            }
+        }
+    }
+    Err(last)
 }
 
 /// Run one step of the session with a time limit.
