@@ -228,3 +228,113 @@ fn serve_refuses_a_configuration_without_a_sink() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no [[sink]]"));
 }
+
+/// An edge agent (hisp-b side) that receives through its HISP mailbox: Dovecot over IMAP.
+fn imap_block(port: u16, env: &str) -> Extra {
+    Extra {
+        tail: Some(format!(
+            "[[imap]]\nname = \"hisp-mailbox\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nusername = \"iis\"\npassword_env = \"{env}\"\npoll_interval = \"1s\"\n"
+        )),
+        ..Extra::default()
+    }
+}
+
+fn sealed_for_b(dir: &std::path::Path, a: &support::agents::AgentSetup) -> Vec<u8> {
+    let out = dir.join("for-b.eml");
+    stdout(
+        cli(
+            a,
+            &[
+                "message",
+                "seal",
+                "--from",
+                "ehr@hisp-a.example",
+                "--to",
+                "iis@hisp-b.example",
+                "--in",
+            ],
+        )
+        .arg(sample())
+        .arg("--out")
+        .arg(&out),
+    );
+    std::fs::read(out).unwrap()
+}
+
+#[test]
+fn edge_agent_receives_through_its_hisp_mailbox_over_imap() {
+    let dovecot = support::dovecot::Dovecot::start(&[("iis", "mailbox-secret")]);
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_agents(
+        dir.path(),
+        &Extra::default(),
+        &imap_block(dovecot.port, "IMAP_PASSWORD"),
+    );
+    let raw = sealed_for_b(dir.path(), &a);
+    dovecot.deliver("iis", &raw);
+    let rb = support::agents::start_with_env(&b, &[("IMAP_PASSWORD", "mailbox-secret")]);
+    assert!(
+        wait_until(Duration::from_secs(30), || sidecars(&b.inbox).len() == 1),
+        "IMAP message not delivered; log:\n{}",
+        rb.log_text()
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let seen = wait_until(Duration::from_secs(10), || {
+        rt.block_on(dovecot.messages("iis", "INBOX"))
+            .iter()
+            .all(|m| m.seen())
+    });
+    assert!(seen, "stored but not flagged \\Seen");
+    // A second message arrives while the agent runs (IDLE or the next poll picks it up) and
+    // the first is not delivered again.
+    dovecot.deliver("iis", &sealed_for_b(dir.path(), &a));
+    assert!(
+        wait_until(Duration::from_secs(30), || sidecars(&b.inbox).len() == 2),
+        "second IMAP message not delivered; log:\n{}",
+        rb.log_text()
+    );
+    let spool = direct_agent::spool::SqliteSpool::open(&b.data_dir).unwrap();
+    let entries = direct_agent::spool::Spool::list_inbound(&spool, None).unwrap();
+    assert_eq!(entries.len(), 2, "each mailbox message stored once");
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.source.starts_with("imap hisp-mailbox")),
+        "{entries:?}"
+    );
+}
+
+#[test]
+fn rejected_imap_login_disables_the_credential_and_is_not_retried() {
+    let dovecot = support::dovecot::Dovecot::start(&[("iis", "mailbox-secret")]);
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, b) = two_agents(
+        dir.path(),
+        &Extra::default(),
+        &imap_block(dovecot.port, "IMAP_PASSWORD"),
+    );
+    let mut rb = support::agents::start_with_env(&b, &[("IMAP_PASSWORD", "wrong")]);
+    assert!(
+        wait_until(Duration::from_secs(20), || stdout(&mut cli(
+            &b,
+            &["credentials", "list"]
+        ))
+        .contains("hisp-mailbox")),
+        "credential not disabled; log:\n{}",
+        rb.log_text()
+    );
+    // Several poll intervals later: still exactly one failed login at the server.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        dovecot.auth_failures(Duration::from_millis(500)),
+        1,
+        "{}",
+        dovecot.log()
+    );
+    assert!(rb.log_text().contains("ALERT"), "an alert is logged");
+    // After a restart the disabled credential is not used either.
+    rb.terminate(Duration::from_secs(40)).expect("stops");
+    let _rb = support::agents::start_with_env(&b, &[("IMAP_PASSWORD", "wrong")]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(dovecot.auth_failures(Duration::from_millis(500)), 1);
+}

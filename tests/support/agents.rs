@@ -38,6 +38,8 @@ pub struct Extra {
     /// Replaces the default route to the partner.
     pub routes: Option<String>,
     pub smtp_in: Option<String>,
+    /// Appended at the end (e.g. `[[imap]]` blocks).
+    pub tail: Option<String>,
 }
 
 fn write_config(
@@ -99,7 +101,10 @@ listen = "127.0.0.1:{port}"
 [[sink]]
 kind = "directory"
 path = "{inbox}"
+
+{tail}
 "#,
+        tail = extra.tail.clone().unwrap_or_default(),
         data = me.data_dir.display(),
         domain = me.domain,
         partner_domain = partner.domain,
