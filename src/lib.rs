@@ -10,6 +10,9 @@
 //! incoming: Direct message --smime::decrypt--> multipart/signed --smime::verify--> signers
 //!           --trust::validate (path, CRL, binding)--> mime::payload::extract --> payloads
 //!           (orchestrated by message::open)
+//! running:  SMTP in / IMAP --transport--> spool (fsync, then 250 / \Seen) --agent::inbound-->
+//!           message::open --> sinks, else quarantine
+//!           send --agent::outbound--> message::seal --> spool queue --transport::smtp_out--> MX/route
 //! ```
 //!
 //! - [`address`]: `DirectAddress`, parsed once at the edge.
@@ -19,6 +22,14 @@
 //! - [`smime`]: CMS sign/verify/encrypt/decrypt through OpenSSL, and the algorithm policy.
 //! - [`trust`]: key usage, key strength, validity, path to an anchor, CRLs, address binding.
 //! - [`message`]: `seal` and `open`, the two verbs everything else is built on.
+//! - [`spool`]: the durable queue: received messages, outbound entries with their attempts,
+//!   quarantine, duplicate keys, disabled credentials (SQLite, behind the `Spool` trait).
+//! - [`transport`]: the network edges: inbound SMTP listener, outbound SMTP delivery (routes,
+//!   MX), the IMAP edge poller.
+//! - [`sink`]: where accepted payloads go (`Sink` trait; the directory sink).
+//! - [`agent`]: the running agent: `serve` ties listeners, pollers and workers together; the
+//!   inbound pipeline (spool → open → sinks | quarantine) and the outbound one (seal → queue →
+//!   deliver).
 //! - [`cli`]: the `direct-agent` command line.
 #![deny(unsafe_code)]
 

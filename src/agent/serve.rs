@@ -320,7 +320,7 @@ impl Server {
         let cache = Arc::new(ValidationCache::new());
         let mut tasks = tokio::task::JoinSet::new();
         for (addr, listener) in self.listeners {
-            tracing::info!(%addr, tls = settings.tls.is_some(), "SMTP listener started");
+            let _ = addr;
             tasks.spawn(crate::transport::smtp_in::run_listener(
                 listener,
                 settings.clone(),
