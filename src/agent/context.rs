@@ -171,13 +171,15 @@ impl Context {
     /// given on the command line are validated against the domain's outgoing anchors (purpose
     /// encrypt, bound to one of the recipients); without any, each recipient's certificates are
     /// discovered (DNS CERT, then LDAP) and added to `recipients`. Errors carry their exit code: 2
-    /// configuration, 5 untrusted or undiscoverable recipient.
+    /// configuration, 5 untrusted or undiscoverable recipient. `discovered` receives, for each
+    /// recipient whose certificates were discovered, how many were chosen.
     pub fn signer_and_recipients(
         &self,
         from: &DirectAddress,
         to: &[DirectAddress],
         recipients: &mut Vec<X509>,
         offered: &[X509],
+        discovered: &mut Vec<(DirectAddress, usize)>,
     ) -> Result<Credential, SealRefusal> {
         let ctx = self;
         let domain = ctx.domain_of(from).map_err(SealRefusal::Configuration)?;
@@ -202,6 +204,7 @@ impl Context {
                     )));
                 }
                 tracing::info!(recipient = %rcpt, certificates = certs.len(), "recipient certificates discovered");
+                discovered.push((rcpt.clone(), certs.len()));
                 recipients.extend(certs);
             }
             return Ok(signer);

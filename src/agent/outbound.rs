@@ -43,7 +43,7 @@ pub fn seal_and_queue(
     opts: &SealOptions,
 ) -> Result<Queued, SealRefusal> {
     let mut recipients = Vec::new();
-    let signer = ctx.signer_and_recipients(from, to, &mut recipients, &[])?;
+    let signer = ctx.signer_and_recipients(from, to, &mut recipients, &[], &mut Vec::new())?;
     let clock = SystemClock;
     let sealed = seal(from, to, payload, &signer, &recipients, opts, &clock)
         .map_err(|e| SealRefusal::Configuration(e.to_string()))?;

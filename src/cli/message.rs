@@ -250,11 +250,17 @@ fn configured_signer(
     config: Option<&Path>,
 ) -> Result<Credential, (i32, String)> {
     let ctx = Context::load(config).map_err(|e| (EXIT_USAGE, e))?;
-    ctx.signer_and_recipients(from, to, recipients, offered)
+    let mut discovered = Vec::new();
+    let signer = ctx
+        .signer_and_recipients(from, to, recipients, offered, &mut discovered)
         .map_err(|e| match e {
             crate::agent::SealRefusal::Configuration(m) => (EXIT_USAGE, m),
             crate::agent::SealRefusal::Untrusted(m) => (EXIT_UNTRUSTED, m),
-        })
+        })?;
+    for (rcpt, n) in discovered {
+        eprintln!("discovered {n} certificate(s) for {rcpt}");
+    }
+    Ok(signer)
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
