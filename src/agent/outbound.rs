@@ -36,7 +36,7 @@ pub struct Queued {
 /// discovered and validated) and queue it.
 pub fn seal_and_queue(
     ctx: &Context,
-    spool: &dyn Spool,
+    spool: &SqliteSpool,
     from: &DirectAddress,
     to: &[DirectAddress],
     payload: &[u8],
@@ -59,6 +59,15 @@ pub fn seal_and_queue(
             expires_at: now + ctx.config.smtp_out.lifetime().as_secs() as i64,
         })
         .map_err(|e| SealRefusal::Configuration(format!("cannot queue the message: {e}")))?;
+    spool
+        .track(
+            &sealed.message_id,
+            &to.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+            "message",
+            opts.request_mdn,
+            now,
+        )
+        .map_err(|e| SealRefusal::Configuration(format!("cannot track the message: {e}")))?;
     tracing::info!(message_id = %sealed.message_id, from = %from, recipients = to.len(), entries = entries.len(), size = sealed.message.len(), "message sealed and queued");
     Ok(Queued {
         message_id: sealed.message_id,
@@ -155,6 +164,18 @@ pub async fn attempt(
     let state = spool
         .record_attempt(entry.id, &result, now)
         .map_err(|e| e.to_string())?;
+    // Delivery tracking follows the queue (only our own messages are tracked).
+    let tracked = match (&result, state) {
+        (AttemptResult::Sent { .. }, _) => spool.track_sent(&entry.message_id, &entry.rcpt_to, now),
+        (AttemptResult::Permanent { detail }, _)
+        | (AttemptResult::Transient { detail, .. }, OutboundState::Failed) => {
+            spool.track_failed(&entry.message_id, &entry.rcpt_to, detail, now)
+        }
+        _ => Ok(()),
+    };
+    if let Err(e) = tracked {
+        tracing::warn!(entry = entry.id, error = %e, "cannot update delivery tracking");
+    }
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match &result {
         AttemptResult::Sent { detail } => {

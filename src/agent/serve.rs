@@ -231,6 +231,40 @@ async fn run_inbound_workers(
     }
 }
 
+/// Time out sent messages whose MDNs did not come (`[mdn] processed_timeout`,
+/// `dispatched_timeout`), every second until shutdown.
+async fn run_tracking_timeouts(
+    spool: Arc<SqliteSpool>,
+    mdn: crate::config::MdnConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let processed = mdn.processed_timeout().as_secs() as i64;
+    let dispatched = mdn.dispatched_timeout().as_secs() as i64;
+    loop {
+        let s = spool.clone();
+        let expired = tokio::task::spawn_blocking(move || {
+            s.expire_tracking(SystemClock.unix_seconds(), processed, dispatched)
+        })
+        .await;
+        match expired {
+            Ok(Ok(rows)) => {
+                for t in rows {
+                    tracing::error!(message_id = %t.message_id, recipient = %t.recipient, reason = t.reason.as_deref().unwrap_or(""), disposition = "timed-out", "delivery not confirmed in time: the message counts as failed for this recipient");
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "spool unavailable for delivery tracking"),
+            Err(e) => tracing::error!(error = %e, "tracking task failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+}
+
 /// Everything `serve` needs, bound and ready; [`Server::run`] runs it.
 pub struct Server {
     ctx: Arc<Context>,
@@ -376,6 +410,11 @@ impl Server {
             outbound,
             cfg.smtp_out.clone(),
             outbound_wake,
+            shutdown.clone(),
+        ));
+        tasks.spawn(run_tracking_timeouts(
+            spool.clone(),
+            cfg.mdn.clone(),
             shutdown.clone(),
         ));
         let _ = shutdown.wait_for(|s| *s).await;

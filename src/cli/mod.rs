@@ -64,6 +64,13 @@ enum Command {
     Serve,
     /// Seal a payload with the configured keys and queue it for delivery (prints the Message-ID).
     Send(serve::SendArgs),
+    /// Delivery tracking of sent messages: queued, sent, processed, dispatched, failed, timed out.
+    Status {
+        /// One message (its Message-ID, with angle brackets); default: the newest 100.
+        message_id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect and act on the outbound queue.
     Queue {
         #[command(subcommand)]
@@ -99,6 +106,7 @@ pub fn run() -> i32 {
         Command::Bundles { command } => bundles::run(command, config),
         Command::Serve => serve::run_serve(config),
         Command::Send(args) => serve::run_send(args, config),
+        Command::Status { message_id, json } => serve::run_status(message_id, json, config),
         Command::Queue { command } => queue::run_queue(command, config),
         Command::Quarantine { command } => queue::run_quarantine(command, config),
         Command::Credentials { command } => queue::run_credentials(command, config),

@@ -12,6 +12,7 @@ use crate::agent::serve::{Server, shutdown_signal};
 use crate::agent::{Context, SealRefusal};
 use crate::clock::{Clock, SystemClock};
 use crate::message::SealOptions;
+use crate::spool::tracking::TrackState;
 use crate::spool::{AttemptResult, OutboundState, Spool, SqliteSpool};
 use crate::transport::smtp_out::Outbound;
 
@@ -44,7 +45,8 @@ pub struct SendArgs {
     /// Deliver now from this process and report the SMTP result (retries are left to `serve`).
     #[arg(long)]
     now: bool,
-    /// Wait until every recipient domain's entry is sent or failed; exit 1 unless all were sent.
+    /// Wait until the message is sent and every recipient's processed MDN (and dispatched, with
+    /// --request-mdn) arrived; exit 1 on failure, timeout or a failed notification.
     #[arg(long)]
     wait: bool,
     /// Longest wait with --wait, e.g. "120s".
@@ -147,7 +149,7 @@ pub fn run_send(a: SendArgs, config: Option<&Path>) -> i32 {
         return deliver_now(&ctx, &spool, &queued.entries);
     }
     if a.wait {
-        return wait_for(&spool, &queued.entries, timeout);
+        return wait_for(&spool, &queued.message_id, &queued.entries, timeout);
     }
     0
 }
@@ -217,8 +219,9 @@ fn deliver_now(ctx: &Context, spool: &std::sync::Arc<SqliteSpool>, entries: &[i6
     if all_sent { 0 } else { EXIT_FAILED }
 }
 
-fn wait_for(spool: &SqliteSpool, entries: &[i64], timeout: Duration) -> i32 {
+fn wait_for(spool: &SqliteSpool, message_id: &str, entries: &[i64], timeout: Duration) -> i32 {
     let deadline = std::time::Instant::now() + timeout;
+    // First the queue: every recipient domain's entry sent or failed.
     loop {
         let mut pending = 0;
         let mut failed = Vec::new();
@@ -233,11 +236,7 @@ fn wait_for(spool: &SqliteSpool, entries: &[i64], timeout: Duration) -> i32 {
                 Err(e) => return usage(e),
             }
         }
-        if pending == 0 {
-            if failed.is_empty() {
-                eprintln!("sent");
-                return 0;
-            }
+        if !failed.is_empty() {
             for e in failed {
                 eprintln!(
                     "{}: {}: {}",
@@ -248,12 +247,118 @@ fn wait_for(spool: &SqliteSpool, entries: &[i64], timeout: Duration) -> i32 {
             }
             return EXIT_FAILED;
         }
+        if pending == 0 {
+            eprintln!("sent; waiting for delivery notifications");
+            break;
+        }
         if std::time::Instant::now() >= deadline {
             eprintln!(
                 "timed out with {pending} recipient domain(s) not delivered yet (see `direct-agent queue list`); is `direct-agent serve` running?"
             );
             return EXIT_FAILED;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Then the notifications: processed (and dispatched when requested) per recipient, received
+    // by the running agent into the shared spool.
+    loop {
+        let rows = match spool.tracking(Some(message_id), 1000) {
+            Ok(r) => r,
+            Err(e) => return usage(e),
+        };
+        if rows.iter().all(|r| r.state.is_final()) {
+            let mut ok = true;
+            for r in &rows {
+                eprintln!(
+                    "{}: {}{}",
+                    r.recipient,
+                    r.state.as_str(),
+                    r.reason
+                        .as_deref()
+                        .map(|x| format!(" ({x})"))
+                        .unwrap_or_default()
+                );
+                ok &= r.state == TrackState::Complete;
+            }
+            return if ok { 0 } else { EXIT_FAILED };
+        }
+        if std::time::Instant::now() >= deadline {
+            for r in rows.iter().filter(|r| !r.state.is_final()) {
+                eprintln!(
+                    "{}: still {} when --timeout ran out (see `direct-agent status {message_id}`)",
+                    r.recipient,
+                    r.state.as_str()
+                );
+            }
+            return EXIT_FAILED;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `direct-agent status [MESSAGE-ID] [--json]`.
+pub fn run_status(message_id: Option<String>, json: bool, config: Option<&Path>) -> i32 {
+    let cfg = match super::load_config(config) {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    let spool = match SqliteSpool::open(&cfg.agent.data_dir) {
+        Ok(s) => s,
+        Err(e) => return usage(e),
+    };
+    let rows = match spool.tracking(message_id.as_deref(), 100) {
+        Ok(r) => r,
+        Err(e) => return usage(e),
+    };
+    if let Some(id) = &message_id
+        && rows.is_empty()
+    {
+        eprintln!("error: no message {id} is tracked (only messages sent by this agent are)");
+        return EXIT_FAILED;
+    }
+    if json {
+        println!("{}", serde_json::to_string(&rows).unwrap_or_default());
+    } else {
+        let when = |t: Option<i64>| {
+            t.and_then(|t| chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0))
+                .map(|d| d.format("%H:%M:%S").to_string())
+                .unwrap_or_else(|| "-".into())
+        };
+        if rows.is_empty() {
+            println!("no messages tracked yet");
+        }
+        for r in &rows {
+            println!(
+                "{}  {}  {:<10} queued {} sent {} processed {} dispatched {}{}{}",
+                r.message_id,
+                r.recipient,
+                r.state.as_str(),
+                when(Some(r.queued_at)),
+                when(r.sent_at),
+                when(r.processed_at),
+                if r.final_destination {
+                    when(r.dispatched_at)
+                } else {
+                    "n/a".into()
+                },
+                r.reason
+                    .as_deref()
+                    .map(|x| format!("  {x}"))
+                    .unwrap_or_default(),
+                if r.notes.is_empty() {
+                    String::new()
+                } else {
+                    format!("  [{}]", r.notes.join("; "))
+                }
+            );
+        }
+    }
+    let failed = rows
+        .iter()
+        .any(|r| matches!(r.state, TrackState::Failed | TrackState::TimedOut));
+    if message_id.is_some() && failed {
+        EXIT_FAILED
+    } else {
+        0
     }
 }

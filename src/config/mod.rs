@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod notify;
 pub mod transport;
+pub use notify::{MdnConfig, PartnerConfig, PingPongConfig};
 pub use transport::{
     ConnTls, ImapAfter, ImapConfig, MxTls, RouteConfig, SinkConfig, SmtpInConfig, SmtpOutConfig,
     parse_size,
@@ -64,6 +66,12 @@ pub struct Config {
     pub imap: Vec<ImapConfig>,
     #[serde(default, rename = "sink")]
     pub sinks: Vec<SinkConfig>,
+    #[serde(default)]
+    pub mdn: MdnConfig,
+    #[serde(default)]
+    pub pingpong: PingPongConfig,
+    #[serde(default, rename = "partner")]
+    pub partners: Vec<PartnerConfig>,
     /// Where the file was read from (set by [`Config::load`]).
     #[serde(skip)]
     pub source: PathBuf,
@@ -454,6 +462,17 @@ impl Config {
                 ));
             }
         }
+        duration("mdn.processed_timeout", &self.mdn.processed_timeout)?;
+        duration("mdn.dispatched_timeout", &self.mdn.dispatched_timeout)?;
+        for (i, p) in self.partners.iter().enumerate() {
+            if crate::address::DirectAddress::parse(&p.address).is_err() && !p.address.contains('.')
+            {
+                return Err(invalid(
+                    format!("partner[{i}].address"),
+                    format!("'{}' is neither a Direct address nor a domain", p.address),
+                ));
+            }
+        }
         for (i, m) in self.imap.iter().enumerate() {
             duration(&format!("imap[{i}].poll_interval"), &m.poll_interval)?;
             if m.host.trim().is_empty() || m.username.trim().is_empty() {
@@ -514,6 +533,14 @@ impl Config {
         self.domains
             .iter()
             .find(|d| d.name.trim_end_matches('.').eq_ignore_ascii_case(name))
+    }
+
+    /// The `[[partner]]` entry for `address` (an exact address wins over a domain entry).
+    pub fn partner(&self, address: &crate::address::DirectAddress) -> Option<&PartnerConfig> {
+        self.partners
+            .iter()
+            .find(|p| p.address.contains('@') && p.matches(address))
+            .or_else(|| self.partners.iter().find(|p| p.matches(address)))
     }
 
     /// The fetch timeout (checked when loading).

@@ -17,6 +17,7 @@
 //! LOCKED` leases).
 
 mod sqlite;
+pub mod tracking;
 
 pub use sqlite::{SPOOL_FILE, SqliteSpool};
 

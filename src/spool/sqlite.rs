@@ -75,6 +75,38 @@ CREATE TABLE IF NOT EXISTS bodies (
     id   INTEGER PRIMARY KEY AUTOINCREMENT,
     raw  BLOB    NOT NULL
 );
+CREATE TABLE IF NOT EXISTS tracking (
+    message_id        TEXT    NOT NULL,
+    recipient         TEXT    NOT NULL,
+    kind              TEXT    NOT NULL,
+    final_destination INTEGER NOT NULL,
+    state             TEXT    NOT NULL,
+    queued_at         INTEGER NOT NULL,
+    sent_at           INTEGER,
+    processed_at      INTEGER,
+    dispatched_at     INTEGER,
+    failed_at         INTEGER,
+    timed_out_at      INTEGER,
+    reason            TEXT,
+    notes             TEXT    NOT NULL DEFAULT '[]',
+    PRIMARY KEY (message_id, recipient)
+);
+CREATE INDEX IF NOT EXISTS tracking_open ON tracking (state);
+CREATE TABLE IF NOT EXISTS notified (
+    original_message_id TEXT    NOT NULL,
+    recipient           TEXT    NOT NULL,
+    disposition         TEXT    NOT NULL,
+    at                  INTEGER NOT NULL,
+    PRIMARY KEY (original_message_id, recipient, disposition)
+);
+CREATE TABLE IF NOT EXISTS pongs (
+    ping_message_id TEXT    PRIMARY KEY,
+    received_at     INTEGER NOT NULL,
+    from_address    TEXT    NOT NULL,
+    signer          TEXT    NOT NULL,
+    ack_code        TEXT    NOT NULL,
+    report          TEXT    NOT NULL
+);
 CREATE TABLE IF NOT EXISTS credentials (
     name        TEXT    PRIMARY KEY,
     disabled_at INTEGER NOT NULL,
@@ -330,7 +362,7 @@ impl SqliteSpool {
         &self.path
     }
 
-    fn with<T>(
+    pub(super) fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, SpoolError> {
