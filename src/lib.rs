@@ -22,6 +22,7 @@
 //! - [`smime`]: CMS sign/verify/encrypt/decrypt through OpenSSL, and the algorithm policy.
 //! - [`trust`]: key usage, key strength, validity, path to an anchor, CRLs, address binding.
 //! - [`message`]: `seal` and `open`, the two verbs everything else is built on.
+//! - [`mdn`]: notifications: what a message asks for, building MDNs, reading MDNs and DSNs.
 //! - [`spool`]: the durable queue: received messages, outbound entries with their attempts,
 //!   quarantine, duplicate keys, disabled credentials (SQLite, behind the `Spool` trait).
 //! - [`transport`]: the network edges: inbound SMTP listener, outbound SMTP delivery (routes,
@@ -41,6 +42,7 @@ pub mod config;
 pub mod credential;
 pub mod discovery;
 pub mod domain;
+pub mod mdn;
 pub mod message;
 pub mod mime;
 pub mod sink;

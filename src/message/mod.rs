@@ -6,4 +6,4 @@ pub mod open;
 pub mod seal;
 
 pub use open::{Envelope, OpenError, OpenInputs, OpenReport, open};
-pub use seal::{SealError, SealOptions, Sealed, seal};
+pub use seal::{SealError, SealOptions, Sealed, seal, seal_inner};
