@@ -18,7 +18,8 @@ use crate::spool::{InboundEntry, InboundOutcome};
 use crate::store::Direction;
 use crate::trust::ValidationCache;
 
-use super::Context;
+use super::{Context, notify};
+use crate::mdn::Disposition;
 
 /// How long a message may keep failing transiently at the sinks before it is quarantined.
 pub const SINK_RETRY_LIMIT: i64 = 24 * 3600;
@@ -47,6 +48,7 @@ pub fn sink_retry_delay(attempts: u32) -> i64 {
 /// Open `entry` and deliver its payloads.
 pub fn process(
     ctx: &Context,
+    spool: &crate::spool::SqliteSpool,
     sinks: &[Box<dyn Sink>],
     cache: &ValidationCache,
     entry: &InboundEntry,
@@ -121,6 +123,34 @@ pub fn process(
         Ok(r) => r,
         Err(e) => return quarantine(e.kind(), e.to_string()),
     };
+    // An MDN or DSN about our own messages is recorded, never handed on or answered.
+    let request = match notify::classify(spool, &report, now) {
+        Ok(notify::Received::Notification(summary)) => {
+            return Processed {
+                outcome: InboundOutcome::Delivered {
+                    detail: serde_json::json!({"notification": summary, "signer": report.signer.subject}),
+                },
+                report: Some(report),
+            };
+        }
+        Ok(notify::Received::Message(request)) => request,
+        Err(reason) => {
+            return Processed {
+                outcome: InboundOutcome::Quarantined {
+                    kind: "notification".into(),
+                    reason,
+                },
+                report: Some(report),
+            };
+        }
+    };
+    let ours: Vec<DirectAddress> = recipients
+        .iter()
+        .filter(|r| served.iter().any(|d| r.in_domain(&d.name)))
+        .cloned()
+        .collect();
+    let final_destination = request.as_ref().is_some_and(|r| r.final_destination);
+    notify::send_mdns(ctx, spool, &report, &ours, &Disposition::Processed, false);
     let metadata = DeliveryMetadata {
         message_id: report.message_id.clone(),
         from: report.from.clone(),
@@ -149,6 +179,12 @@ pub fn process(
             SinkOutcome::Transient(reason) => {
                 let reason = format!("sink {}: {reason}", sink.name());
                 let outcome = if now - entry.received_at > SINK_RETRY_LIMIT {
+                    if final_destination {
+                        let failed = Disposition::Failed {
+                            reason: "the destination did not accept the message in 24 hours".into(),
+                        };
+                        notify::send_mdns(ctx, spool, &report, &ours, &failed, true);
+                    }
                     InboundOutcome::Quarantined {
                         kind: "sink".into(),
                         reason: format!("{reason}; gave up after 24 h of retries"),
@@ -165,6 +201,13 @@ pub fn process(
                 };
             }
             SinkOutcome::Permanent(reason) => {
+                if final_destination {
+                    // The reason names the sink's refusal, not the payload.
+                    let failed = Disposition::Failed {
+                        reason: format!("the destination refused the message: {reason}"),
+                    };
+                    notify::send_mdns(ctx, spool, &report, &ours, &failed, true);
+                }
                 return Processed {
                     outcome: InboundOutcome::Quarantined {
                         kind: "sink".into(),
@@ -174,6 +217,9 @@ pub fn process(
                 };
             }
         }
+    }
+    if final_destination {
+        notify::send_mdns(ctx, spool, &report, &ours, &Disposition::Dispatched, true);
     }
     let detail = serde_json::json!({
         "signer": report.signer.subject,

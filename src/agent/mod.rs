@@ -4,6 +4,7 @@
 
 mod context;
 pub mod inbound;
+pub mod notify;
 
 pub use context::{Context, SealRefusal};
 pub mod outbound;

@@ -170,7 +170,7 @@ async fn run_inbound_workers(
                         return Ok(false);
                     };
                     let started = std::time::Instant::now();
-                    let processed = process(&ctx, &sinks, &cache, &entry, now);
+                    let processed = process(&ctx, &spool2, &sinks, &cache, &entry, now);
                     let now = SystemClock.unix_seconds();
                     spool2
                         .finish_inbound(entry.id, &processed.outcome, now)

@@ -150,7 +150,11 @@ pub fn multipart_parts<'a>(body: &'a [u8], boundary: &str) -> Option<Vec<&'a [u8
             continue;
         }
         let end = memchr::memchr(b'\n', &body[pos..]).map_or(body.len(), |i| pos + i + 1);
-        let rest = &trim_line(&body[pos..end])[delim.len()..];
+        // A boundary parameter ending in CR or LF (a hostile or broken peer) makes the trimmed
+        // line shorter than the delimiter: then this is no delimiter line.
+        let Some(rest) = trim_line(&body[pos..end]).get(delim.len()..) else {
+            continue;
+        };
         if rest.starts_with(b"--") {
             starts.push((pos, end));
             break;
@@ -229,6 +233,13 @@ mod tests {
         let parts = multipart_parts(body, "B").unwrap();
         assert_eq!(parts, vec![&b"A: 1\r\n\r\nfirst\r\n"[..], &b"second"[..]]);
         assert!(multipart_parts(b"no delimiters", "B").is_none());
+    }
+
+    #[test]
+    fn boundary_ending_in_cr_does_not_panic() {
+        // Found by the MDN parser's tests: `boundary="a\r\r"` used to slice out of range.
+        assert!(multipart_parts(b"--a\r\r\n--a\r\r--\r\n", "a\r\r").is_none());
+        assert!(multipart_parts(b"x\r\n--a\r\n", "a\r").is_none());
     }
 
     #[test]

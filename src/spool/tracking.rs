@@ -74,6 +74,19 @@ pub struct Tracked {
     pub notes: Vec<String>,
 }
 
+/// A pong received for one of our pings.
+#[derive(Clone, Debug, Serialize)]
+pub struct Pong {
+    pub received_at: i64,
+    pub from: String,
+    /// The accepted signer's subject (the pong passed decryption, signature and trust).
+    pub signer: String,
+    /// The partner's HL7 ACK code for our ping (AA, AE, AR).
+    pub ack_code: String,
+    /// The partner's findings, one per line.
+    pub report: String,
+}
+
 /// A notification about one of our messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -357,16 +370,21 @@ impl SqliteSpool {
         })
     }
 
-    /// The pong for a ping: (received_at, from, signer, ack code, report).
-    pub fn pong(
-        &self,
-        ping_message_id: &str,
-    ) -> Result<Option<(i64, String, String, String, String)>, SpoolError> {
+    /// The pong for a ping.
+    pub fn pong(&self, ping_message_id: &str) -> Result<Option<Pong>, SpoolError> {
         self.with(|c| {
             c.query_row(
                 "SELECT received_at, from_address, signer, ack_code, report FROM pongs WHERE ping_message_id = ?1",
                 [ping_message_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                |r| {
+                    Ok(Pong {
+                        received_at: r.get(0)?,
+                        from: r.get(1)?,
+                        signer: r.get(2)?,
+                        ack_code: r.get(3)?,
+                        report: r.get(4)?,
+                    })
+                },
             )
             .optional()
         })

@@ -1,0 +1,270 @@
+//! MDN flows between two agents on loopback (Implementation Guide for Delivery Notification in
+//! Direct): processed and dispatched complete a message; a sink that refuses gives a failed
+//! MDN; a partner that sends nothing times out; duplicate and late MDNs change nothing; an MDN
+//! whose signature is broken is refused.
+
+mod support;
+
+use std::time::Duration;
+
+use direct_agent::address::DirectAddress;
+use direct_agent::clock::SystemClock;
+use direct_agent::credential::Credential;
+use direct_agent::mdn::{Disposition, MdnRequest, build_mdn};
+use direct_agent::message::{SealOptions, seal_inner};
+use openssl::x509::X509;
+
+use support::agents::{AgentSetup, Extra, cli, sidecars, start, two_agents, wait_until};
+use support::smtp_peer::{PeerOptions, SmtpPeer};
+
+fn sample() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/samples/vxu-v04.hl7")
+}
+
+fn cert(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("certs")
+        .join(name)
+}
+
+fn status(a: &AgentSetup, id: &str) -> serde_json::Value {
+    let out = cli(a, &["status", id, "--json"]).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+fn send(a: &AgentSetup, extra: &[&str]) -> (Option<i32>, String, String) {
+    let out = cli(
+        a,
+        &[
+            "send",
+            "--from",
+            "ehr@hisp-a.example",
+            "--to",
+            "iis@hisp-b.example",
+        ],
+    )
+    .args(extra)
+    .arg("--in")
+    .arg(sample())
+    .output()
+    .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn processed_and_dispatched_complete_the_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_agents(dir.path(), &Extra::default(), &Extra::default());
+    let ra = start(&a);
+    let rb = start(&b);
+    let (code, id, err) = send(&a, &["--request-mdn", "--wait", "--timeout", "60s"]);
+    assert_eq!(
+        code,
+        Some(0),
+        "send --wait: {err}\nA:\n{}\nB:\n{}",
+        ra.log_text(),
+        rb.log_text()
+    );
+    let s = status(&a, &id);
+    assert_eq!(s[0]["state"], "complete", "{s}");
+    assert!(
+        s[0]["processed_at"].is_i64() && s[0]["dispatched_at"].is_i64(),
+        "{s}"
+    );
+    assert_eq!(sidecars(&b.inbox).len(), 1);
+    // B answered with two MDNs (processed, dispatched), queued with the null sender and sent.
+    let q: serde_json::Value = serde_json::from_slice(
+        &cli(&b, &["queue", "list", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let mdns: Vec<&serde_json::Value> = q
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "mdn")
+        .collect();
+    assert_eq!(mdns.len(), 2, "{q}");
+    assert!(
+        mdns.iter()
+            .all(|e| e["mail_from"] == "" && e["state"] == "sent"),
+        "{q}"
+    );
+    // A did not answer the MDNs with MDNs, and nothing of them reached A's sink.
+    let qa: serde_json::Value = serde_json::from_slice(
+        &cli(&a, &["queue", "list", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        qa.as_array().unwrap().iter().all(|e| e["kind"] != "mdn"),
+        "{qa}"
+    );
+    assert!(sidecars(&a.inbox).is_empty());
+    // Without --request-mdn the processed MDN alone completes it.
+    let (code, id2, err) = send(&a, &["--wait", "--timeout", "60s"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(status(&a, &id2)[0]["state"], "complete");
+}
+
+#[test]
+fn partner_without_mdns_times_out() {
+    let peer = SmtpPeer::start(&PeerOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let extra = Extra {
+        routes: Some(format!(
+            "[[smtp_out.route]]\ndomain = \"hisp-b.example\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\n[mdn]\nprocessed_timeout = \"2s\"\ndispatched_timeout = \"2s\"\n",
+            peer.port
+        )),
+        ..Extra::default()
+    };
+    let (a, _b) = two_agents(dir.path(), &extra, &Extra::default());
+    let ra = start(&a);
+    let (code, id, err) = send(&a, &["--request-mdn", "--wait", "--timeout", "30s"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("timed-out"), "{err}");
+    assert_eq!(peer.messages().len(), 1);
+    let s = status(&a, &id);
+    assert_eq!(s[0]["state"], "timed-out");
+    assert!(
+        s[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no processed MDN"),
+        "{s}"
+    );
+    assert!(ra.log_text().contains("delivery not confirmed in time"));
+}
+
+/// An MDN from iis@hisp-b.example about `original`, sealed for ehr@hisp-a.example.
+fn mdn_from_b(original: &str, disposition: Disposition) -> Vec<u8> {
+    let b = DirectAddress::parse("iis@hisp-b.example").unwrap();
+    let a = DirectAddress::parse("ehr@hisp-a.example").unwrap();
+    let built = build_mdn(
+        &MdnRequest {
+            original_message_id: original.into(),
+            original_sender: a.clone(),
+            final_recipient: b.clone(),
+            original_recipient: None,
+            final_destination_requested: true,
+        },
+        &disposition,
+        "mx.hisp-b.example",
+        &SystemClock,
+    );
+    let signer = Credential::load(
+        &cert("iis@hisp-b.example.key"),
+        Some(&cert("iis@hisp-b.example.fullchain.pem")),
+        None,
+    )
+    .unwrap();
+    let to = X509::from_pem(&std::fs::read(cert("ehr@hisp-a.example.pem")).unwrap()).unwrap();
+    seal_inner(
+        &b,
+        &[a],
+        &built.inner,
+        &signer,
+        &[to],
+        &SealOptions::default(),
+        &SystemClock,
+    )
+    .unwrap()
+    .message
+}
+
+fn smtp_deliver(port: u16, raw: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("m.eml");
+    std::fs::write(&f, raw).unwrap();
+    let py = format!(
+        "import smtplib,sys\ns=smtplib.SMTP('127.0.0.1',{port})\ns.sendmail('',['ehr@hisp-a.example'],open(sys.argv[1],'rb').read())\ns.quit()"
+    );
+    let st = std::process::Command::new("python3")
+        .args(["-c", &py])
+        .arg(&f)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn duplicate_late_and_forged_mdns_change_nothing() {
+    let peer = SmtpPeer::start(&PeerOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let extra = Extra {
+        routes: Some(format!(
+            "[[smtp_out.route]]\ndomain = \"hisp-b.example\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\n[mdn]\nprocessed_timeout = \"60s\"\ndispatched_timeout = \"2s\"\n",
+            peer.port
+        )),
+        ..Extra::default()
+    };
+    let (a, _b) = two_agents(dir.path(), &extra, &Extra::default());
+    let ra = start(&a);
+    let (code, id, err) = send(&a, &["--request-mdn"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(wait_until(
+        Duration::from_secs(30),
+        || status(&a, &id)[0]["state"] == "sent"
+    ));
+    // processed, twice: the second is a duplicate.
+    let processed = mdn_from_b(&id, Disposition::Processed);
+    smtp_deliver(a.smtp_port, &processed);
+    smtp_deliver(a.smtp_port, &mdn_from_b(&id, Disposition::Processed));
+    assert!(
+        wait_until(Duration::from_secs(30), || status(&a, &id)[0]["notes"]
+            .as_array()
+            .is_some_and(|n| !n.is_empty())),
+        "duplicate not noted: {}\n{}",
+        status(&a, &id),
+        ra.log_text()
+    );
+    assert_eq!(status(&a, &id)[0]["state"], "processed");
+    // dispatched never comes in time: timed out; then it arrives late and changes nothing.
+    assert!(wait_until(
+        Duration::from_secs(30),
+        || status(&a, &id)[0]["state"] == "timed-out"
+    ));
+    smtp_deliver(a.smtp_port, &mdn_from_b(&id, Disposition::Dispatched));
+    assert!(wait_until(Duration::from_secs(30), || {
+        status(&a, &id)[0]["notes"].as_array().is_some_and(|n| {
+            n.iter()
+                .any(|x| x.as_str().unwrap_or("").contains("late dispatched"))
+        })
+    }));
+    assert_eq!(status(&a, &id)[0]["state"], "timed-out");
+    // A forged "failed" MDN (ciphertext altered in transit) is refused and quarantined; the
+    // tracking does not move.
+    let quarantined_before = count_quarantine(&a);
+    let mut forged = mdn_from_b(&id, Disposition::Failed { reason: "x".into() });
+    let n = forged.len();
+    // Flip base64 characters in the middle of the ciphertext.
+    for b in forged[n / 2..n / 2 + 8].iter_mut() {
+        if b.is_ascii_alphanumeric() {
+            *b = if *b == b'A' { b'B' } else { b'A' };
+        }
+    }
+    smtp_deliver(a.smtp_port, &forged);
+    assert!(wait_until(Duration::from_secs(30), || count_quarantine(&a)
+        == quarantined_before + 1));
+    assert_eq!(
+        status(&a, &id)[0]["state"],
+        "timed-out",
+        "a refused MDN changes no tracking"
+    );
+}
+
+fn count_quarantine(a: &AgentSetup) -> usize {
+    let out = cli(a, &["quarantine", "list", "--json"]).output().unwrap();
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v.as_array().map(|x| x.len()))
+        .unwrap_or(0)
+}
