@@ -21,6 +21,8 @@
 //! - [`mime`]: building and reading the MIME layers byte-exactly; payload extraction.
 //! - [`smime`]: CMS sign/verify/encrypt/decrypt through OpenSSL, and the algorithm policy.
 //! - [`trust`]: key usage, key strength, validity, path to an anchor, CRLs, address binding.
+//! - [`hl7`]: HL7 v2 ER7 payloads: the reader (messages, batches, located errors), MSH access,
+//!   the ACK builder (MSA + ERR) and connectivity-test messages. No I/O.
 //! - [`message`]: `seal` and `open`, the two verbs everything else is built on.
 //! - [`mdn`]: notifications: what a message asks for, building MDNs, reading MDNs and DSNs.
 //! - [`spool`]: the durable queue: received messages, outbound entries with their attempts,
@@ -42,6 +44,7 @@ pub mod config;
 pub mod credential;
 pub mod discovery;
 pub mod domain;
+pub mod hl7;
 pub mod mdn;
 pub mod message;
 pub mod mime;
