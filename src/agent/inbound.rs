@@ -18,7 +18,7 @@ use crate::spool::{InboundEntry, InboundOutcome};
 use crate::store::Direction;
 use crate::trust::ValidationCache;
 
-use super::{Context, notify};
+use super::{Context, notify, pingpong};
 use crate::mdn::Disposition;
 
 /// How long a message may keep failing transiently at the sinks before it is quarantined.
@@ -151,6 +151,37 @@ pub fn process(
         .collect();
     let final_destination = request.as_ref().is_some_and(|r| r.final_destination);
     notify::send_mdns(ctx, spool, &report, &ours, &Disposition::Processed, false);
+    // Pings and pongs are answered or recorded here and never reach the sinks.
+    match pingpong::marked(&report.inner) {
+        pingpong::Marked::Ping { nonce } => {
+            let summary = match ours.first() {
+                Some(us) if ctx.config.pingpong.respond => {
+                    pingpong::respond(ctx, spool, &report, us, &nonce)
+                        .unwrap_or_else(|e| format!("ping not answered: {e}"))
+                }
+                _ => "ping not answered (pingpong.respond = false)".to_string(),
+            };
+            return Processed {
+                outcome: InboundOutcome::Delivered {
+                    detail: serde_json::json!({"ping": summary, "signer": report.signer.subject}),
+                },
+                report: Some(report),
+            };
+        }
+        pingpong::Marked::Pong {
+            ping_message_id, ..
+        } => {
+            let summary = pingpong::record_pong(spool, &report, &ping_message_id)
+                .unwrap_or_else(|e| format!("pong not recorded: {e}"));
+            return Processed {
+                outcome: InboundOutcome::Delivered {
+                    detail: serde_json::json!({"pong": summary, "signer": report.signer.subject}),
+                },
+                report: Some(report),
+            };
+        }
+        pingpong::Marked::Neither => {}
+    }
     let metadata = DeliveryMetadata {
         message_id: report.message_id.clone(),
         from: report.from.clone(),

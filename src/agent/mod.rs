@@ -5,6 +5,7 @@
 mod context;
 pub mod inbound;
 pub mod notify;
+pub mod pingpong;
 
 pub use context::{Context, SealRefusal};
 pub mod outbound;

@@ -9,6 +9,7 @@ mod anchors;
 mod bundles;
 mod certs;
 mod message;
+mod ping;
 mod queue;
 mod serve;
 
@@ -64,6 +65,8 @@ enum Command {
     Serve,
     /// Seal a payload with the configured keys and queue it for delivery (prints the Message-ID).
     Send(serve::SendArgs),
+    /// Prove the route to a partner works: ping, processed MDN, pong (needs `serve` running).
+    Ping(ping::PingArgs),
     /// Delivery tracking of sent messages: queued, sent, processed, dispatched, failed, timed out.
     Status {
         /// One message (its Message-ID, with angle brackets); default: the newest 100.
@@ -106,6 +109,7 @@ pub fn run() -> i32 {
         Command::Bundles { command } => bundles::run(command, config),
         Command::Serve => serve::run_serve(config),
         Command::Send(args) => serve::run_send(args, config),
+        Command::Ping(args) => ping::run_ping(args, config),
         Command::Status { message_id, json } => serve::run_status(message_id, json, config),
         Command::Queue { command } => queue::run_queue(command, config),
         Command::Quarantine { command } => queue::run_quarantine(command, config),

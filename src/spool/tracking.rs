@@ -351,6 +351,23 @@ impl SqliteSpool {
         })
     }
 
+    /// How many `disposition` notifications went to `recipient` since `since` (rate limits).
+    pub fn count_notifications(
+        &self,
+        recipient: &str,
+        disposition: &str,
+        since: i64,
+    ) -> Result<usize, SpoolError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT count(*) FROM notified WHERE recipient = ?1 AND disposition = ?2 AND at >= ?3",
+                params![recipient.to_ascii_lowercase(), disposition, since],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as usize)
+        })
+    }
+
     /// Record a pong for one of our pings.
     pub fn record_pong(
         &self,
