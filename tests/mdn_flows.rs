@@ -8,6 +8,7 @@ mod support;
 use std::time::Duration;
 
 use direct_agent::address::DirectAddress;
+use direct_agent::agent::Context;
 use direct_agent::clock::SystemClock;
 use direct_agent::credential::Credential;
 use direct_agent::mdn::{Disposition, MdnRequest, build_mdn};
@@ -267,4 +268,45 @@ fn count_quarantine(a: &AgentSetup) -> usize {
         .ok()
         .and_then(|v| v.as_array().map(|x| x.len()))
         .unwrap_or(0)
+}
+
+/// B runs in this process with a sink that refuses every message: A gets a failed MDN.
+#[test]
+fn sink_that_refuses_gives_a_failed_mdn() {
+    use direct_agent::agent::serve::Server;
+    use direct_agent::sink::{SinkOutcome, StubSink};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_agents(dir.path(), &Extra::default(), &Extra::default());
+    let ra = start(&a);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let server = rt.block_on(async {
+        let ctx = Context::load(Some(&b.config)).unwrap();
+        Server::bind(ctx).await.unwrap()
+    });
+    let stub = StubSink::default();
+    stub.script.lock().unwrap().extend(std::iter::repeat_n(
+        SinkOutcome::Permanent("AR: the IIS refused the message (test sink)".into()),
+        5,
+    ));
+    let handle = rt.spawn(server.run_with_sinks(vec![Box::new(stub)], rx));
+    let (code, id, err) = send(&a, &["--request-mdn", "--wait", "--timeout", "60s"]);
+    assert_eq!(code, Some(1), "{err}\nA:\n{}", ra.log_text());
+    let s = status(&a, &id);
+    assert_eq!(s[0]["state"], "failed", "{s}");
+    let reason = s[0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("refused"), "{s}");
+    assert!(s[0]["processed_at"].is_i64(), "processed came first: {s}");
+    tx.send(true).unwrap();
+    rt.block_on(handle).unwrap().unwrap();
+    // B kept the message in quarantine with the sink's reason.
+    let q: serde_json::Value = serde_json::from_slice(
+        &cli(&b, &["quarantine", "list", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(q[0]["reason_kind"], "sink", "{q}");
 }
