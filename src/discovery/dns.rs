@@ -38,25 +38,7 @@ impl HickoryDns {
         opts.attempts = attempts.max(1);
         // Discovery keeps its own cache with the policy of the Applicability Statement.
         opts.cache_size = 0;
-        let builder = if nameservers.is_empty() {
-            Resolver::builder_tokio()
-                .map_err(|e| format!("cannot read the system resolver configuration: {e}"))?
-        } else {
-            let servers = nameservers
-                .iter()
-                .map(|s| {
-                    let mut udp = ConnectionConfig::udp();
-                    udp.port = s.port();
-                    let mut tcp = ConnectionConfig::tcp();
-                    tcp.port = s.port();
-                    NameServerConfig::new(s.ip(), true, vec![udp, tcp])
-                })
-                .collect();
-            Resolver::builder_with_config(
-                ResolverConfig::from_name_servers(servers),
-                TokioRuntimeProvider::default(),
-            )
-        };
+        let builder = resolver_builder(nameservers)?;
         let resolver = runtime
             .block_on(async { builder.with_options(opts).build() })
             .map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
@@ -161,4 +143,30 @@ impl Dns for HickoryDns {
             })
             .collect())
     }
+}
+
+/// A tokio resolver builder for `nameservers` (UDP and TCP on each one's port), or for the
+/// system's resolvers when the list is empty. Shared by discovery and MX lookup.
+pub fn resolver_builder(
+    nameservers: &[SocketAddr],
+) -> Result<hickory_resolver::ResolverBuilder<TokioRuntimeProvider>, String> {
+    Ok(if nameservers.is_empty() {
+        Resolver::builder_tokio()
+            .map_err(|e| format!("cannot read the system resolver configuration: {e}"))?
+    } else {
+        let servers = nameservers
+            .iter()
+            .map(|s| {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = s.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = s.port();
+                NameServerConfig::new(s.ip(), true, vec![udp, tcp])
+            })
+            .collect();
+        Resolver::builder_with_config(
+            ResolverConfig::from_name_servers(servers),
+            TokioRuntimeProvider::default(),
+        )
+    })
 }

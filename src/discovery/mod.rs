@@ -21,7 +21,7 @@ mod ldap;
 mod srv;
 
 pub use cache::DiscoveryCache;
-pub use dns::HickoryDns;
+pub use dns::{HickoryDns, resolver_builder};
 pub use ldap::LdapDirectory;
 pub use srv::rfc2782_order;
 

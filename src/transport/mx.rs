@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hickory_proto::rr::{RData, RecordType};
 use hickory_resolver::Resolver;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::config::ResolverOpts;
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 
@@ -106,25 +106,7 @@ impl MxResolver {
         let mut opts = ResolverOpts::default();
         opts.timeout = timeout;
         opts.attempts = attempts.max(1);
-        let builder = if nameservers.is_empty() {
-            Resolver::builder_tokio()
-                .map_err(|e| format!("cannot read the system resolver configuration: {e}"))?
-        } else {
-            let servers = nameservers
-                .iter()
-                .map(|s| {
-                    let mut udp = ConnectionConfig::udp();
-                    udp.port = s.port();
-                    let mut tcp = ConnectionConfig::tcp();
-                    tcp.port = s.port();
-                    NameServerConfig::new(s.ip(), true, vec![udp, tcp])
-                })
-                .collect();
-            Resolver::builder_with_config(
-                ResolverConfig::from_name_servers(servers),
-                TokioRuntimeProvider::default(),
-            )
-        };
+        let builder = crate::discovery::resolver_builder(nameservers)?;
         let resolver = builder
             .with_options(opts)
             .build()
