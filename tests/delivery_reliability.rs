@@ -130,6 +130,30 @@ fn peer_answering_550_fails_the_entry_at_once() {
     assert_eq!(q[0]["state"], "failed");
     assert_eq!(q[0]["attempts"], 1);
     assert!(peer.messages().is_empty());
+    // The operator can retry a failed entry (due now) or drop it (kept as dropped).
+    let id = q[0]["id"].to_string();
+    let out = cli(&a, &["queue", "retry", &id]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = json(cli(&a, &["queue", "show", &id, "--json"]).output().unwrap());
+    assert_eq!(e["state"], "queued");
+    assert_eq!(
+        e["history"].as_array().unwrap().last().unwrap()["outcome"],
+        "retry"
+    );
+    let out = cli(&a, &["queue", "drop", &id]).output().unwrap();
+    assert!(out.status.success());
+    let e = json(cli(&a, &["queue", "show", &id, "--json"]).output().unwrap());
+    assert_eq!(e["state"], "dropped");
+    let out = cli(&a, &["queue", "retry", &id]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a dropped entry cannot be retried"
+    );
 }
 
 #[test]
