@@ -143,6 +143,32 @@ fn partner_without_mdns_times_out() {
         "{s}"
     );
     assert!(ra.log_text().contains("delivery not confirmed in time"));
+    // The local sender is told: a failure DSN in A's own sink.
+    assert!(
+        wait_until(Duration::from_secs(10), || sidecars(&a.inbox).len() == 1),
+        "no failure notification; log:\n{}",
+        ra.log_text()
+    );
+    let dsn = local_dsn(&a);
+    assert!(
+        dsn.contains("report-type=delivery-status")
+            && dsn.contains(&format!("X-Original-Message-ID: {id}")),
+        "{dsn}"
+    );
+    assert!(
+        dsn.contains("Status: 4.4.7")
+            && dsn.contains("Final-Recipient: rfc822; iis@hisp-b.example"),
+        "{dsn}"
+    );
+}
+
+/// The failure DSN written to an agent's directory sink.
+fn local_dsn(a: &AgentSetup) -> String {
+    let side: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&sidecars(&a.inbox)[0]).unwrap()).unwrap();
+    assert_eq!(side["metadata"]["to"][0], "ehr@hisp-a.example");
+    let file = side["payloads"][0]["file"].as_str().unwrap();
+    std::fs::read_to_string(a.inbox.join(file)).unwrap()
 }
 
 /// An MDN from iis@hisp-b.example about `original`, sealed for ehr@hisp-a.example.
@@ -298,6 +324,11 @@ fn sink_that_refuses_gives_a_failed_mdn() {
     let reason = s[0]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("refused"), "{s}");
     assert!(s[0]["processed_at"].is_i64(), "processed came first: {s}");
+    assert!(
+        wait_until(Duration::from_secs(10), || sidecars(&a.inbox).len() == 1),
+        "no failure notification for the local sender"
+    );
+    assert!(local_dsn(&a).contains("Status: 5.0.0"));
     tx.send(true).unwrap();
     rt.block_on(handle).unwrap().unwrap();
     // B kept the message in quarantine with the sink's reason.

@@ -61,6 +61,7 @@ pub fn seal_and_queue(
         .map_err(|e| SealRefusal::Configuration(format!("cannot queue the message: {e}")))?;
     spool
         .track(
+            &from.to_string(),
             &sealed.message_id,
             &to.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
             "message",

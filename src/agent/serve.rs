@@ -236,6 +236,8 @@ async fn run_inbound_workers(
 async fn run_tracking_timeouts(
     spool: Arc<SqliteSpool>,
     mdn: crate::config::MdnConfig,
+    sinks: Arc<Vec<Box<dyn Sink>>>,
+    hostname: String,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let processed = mdn.processed_timeout().as_secs() as i64;
@@ -255,12 +257,96 @@ async fn run_tracking_timeouts(
             Ok(Err(e)) => tracing::error!(error = %e, "spool unavailable for delivery tracking"),
             Err(e) => tracing::error!(error = %e, "tracking task failed"),
         }
+        let (s, sinks2, host) = (spool.clone(), sinks.clone(), hostname.clone());
+        if let Err(e) =
+            tokio::task::spawn_blocking(move || notify_local_senders(&s, &sinks2, &host)).await
+        {
+            tracing::error!(error = %e, "failure notification task failed");
+        }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = shutdown.changed() => {}
         }
         if *shutdown.borrow() {
             break;
+        }
+    }
+}
+
+/// Tell local senders of messages that failed or timed out: a failure DSN (RFC 3464) handed to
+/// the local sinks, where the sending organisation reads what arrives for it.
+fn notify_local_senders(spool: &SqliteSpool, sinks: &[Box<dyn Sink>], hostname: &str) {
+    let rows = match spool.unnotified_failures(50) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "spool unavailable for failure notifications");
+            return;
+        }
+    };
+    for t in rows {
+        let status = if t.state == crate::spool::tracking::TrackState::TimedOut {
+            "4.4.7"
+        } else {
+            "5.0.0"
+        };
+        let diagnostic = t
+            .reason
+            .clone()
+            .unwrap_or_else(|| t.state.as_str().to_string());
+        let (dsn, dsn_id) = crate::mdn::dsn::build_failure_dsn(
+            &t.message_id,
+            &t.sender,
+            hostname,
+            &[crate::mdn::dsn::FailedRecipient {
+                address: &t.recipient,
+                status,
+                diagnostic: &diagnostic,
+            }],
+            &SystemClock,
+        );
+        let now = SystemClock.unix_seconds();
+        let payloads = vec![crate::mime::payload::Payload {
+            kind: crate::mime::payload::PayloadKind::Attachment,
+            content_type: "multipart/report; report-type=delivery-status".into(),
+            filename: Some("failure-notification.eml".into()),
+            size: dsn.len(),
+            data: dsn,
+        }];
+        let from = format!(
+            "mailer-daemon@{}",
+            t.sender.rsplit_once('@').map_or(hostname, |(_, d)| d)
+        );
+        let to = vec![t.sender.clone()];
+        let metadata = crate::sink::DeliveryMetadata {
+            message_id: Some(dsn_id.clone()),
+            from: from.clone(),
+            to: to.clone(),
+            signer_subject: String::new(),
+            signer_fingerprint_sha256: String::new(),
+            signer_binding: "local".into(),
+            received_at: now,
+            accepted_at: now,
+            source: format!("failure notification for {}", t.message_id),
+        };
+        let delivery = crate::sink::SinkDelivery {
+            inbound_id: 0,
+            message_id: Some(&dsn_id),
+            from: &from,
+            to: &to,
+            metadata: &metadata,
+            payloads: &payloads,
+        };
+        let all = sinks.iter().all(|s| {
+            matches!(
+                s.deliver(&delivery),
+                crate::sink::SinkOutcome::Accepted { .. }
+            )
+        });
+        if all {
+            if let Err(e) = spool.mark_local_notified(&t.message_id, &t.recipient) {
+                tracing::error!(error = %e, "cannot record a failure notification");
+            }
+            tracing::warn!(message_id = %t.message_id, recipient = %t.recipient, sender = %t.sender, dsn = %dsn_id, disposition = t.state.as_str(), "local sender notified of the failure (DSN to the sinks)");
         }
     }
 }
@@ -351,6 +437,7 @@ impl Server {
         )?);
         let outbound = Arc::new(Outbound::from_config(&cfg)?);
         let sinks: Arc<Vec<Box<dyn Sink>>> = Arc::new(sinks);
+        let tracking_sinks = sinks.clone();
         let cache = Arc::new(ValidationCache::new());
         let mut tasks = tokio::task::JoinSet::new();
         for (addr, listener) in self.listeners {
@@ -415,6 +502,8 @@ impl Server {
         tasks.spawn(run_tracking_timeouts(
             spool.clone(),
             cfg.mdn.clone(),
+            tracking_sinks,
+            cfg.agent.hostname.clone(),
             shutdown.clone(),
         ));
         let _ = shutdown.wait_for(|s| *s).await;

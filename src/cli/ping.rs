@@ -245,6 +245,7 @@ pub fn run_ping(a: PingArgs, config: Option<&Path>) -> i32 {
         Err(e) => return usage(e),
     };
     if let Err(e) = spool.track(
+        &from.to_string(),
         &sealed.message_id,
         &[partner.to_string()],
         "ping",

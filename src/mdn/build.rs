@@ -235,7 +235,7 @@ fn asks_final_destination(options: &str) -> bool {
 }
 
 /// Append `name: value` CRLF (`name:` alone for an empty value).
-fn field(m: &mut String, name: &str, value: &str) {
+pub(crate) fn field(m: &mut String, name: &str, value: &str) {
     m.push_str(name);
     m.push(':');
     if !value.is_empty() {
@@ -257,7 +257,7 @@ fn recipient_address(value: &str) -> String {
 
 /// One line of printable ASCII, at most `max` characters: control characters are dropped and
 /// anything else outside ASCII becomes `?`, so a header stays a single 7-bit line.
-fn ascii_line(s: &str, max: usize) -> String {
+pub(crate) fn ascii_line(s: &str, max: usize) -> String {
     s.chars()
         .filter(|c| !c.is_control())
         .map(|c| if c.is_ascii() { c } else { '?' })
@@ -273,7 +273,7 @@ fn capitalised(word: &str) -> String {
     }
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     // A failing system RNG is not recoverable; OpenSSL reports it as an error we cannot act on.
     openssl::rand::rand_bytes(&mut b).expect("the OpenSSL random generator failed");

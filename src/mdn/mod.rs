@@ -12,6 +12,7 @@
 //! ```
 
 pub mod build;
+pub mod dsn;
 pub mod parse;
 
 pub use build::{BuiltMdn, Disposition, MdnRequest, NotificationRequest, build_mdn, requested};

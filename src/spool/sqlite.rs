@@ -89,6 +89,8 @@ CREATE TABLE IF NOT EXISTS tracking (
     timed_out_at      INTEGER,
     reason            TEXT,
     notes             TEXT    NOT NULL DEFAULT '[]',
+    sender            TEXT    NOT NULL DEFAULT '',
+    local_notified    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (message_id, recipient)
 );
 CREATE INDEX IF NOT EXISTS tracking_open ON tracking (state);

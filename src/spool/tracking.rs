@@ -72,6 +72,8 @@ pub struct Tracked {
     pub reason: Option<String>,
     /// Notifications that changed nothing (duplicates, late arrivals), for the record.
     pub notes: Vec<String>,
+    /// Our local sender (who is told of a failure).
+    pub sender: String,
 }
 
 /// A pong received for one of our pings.
@@ -110,7 +112,7 @@ pub enum NoticeOutcome {
     Unknown,
 }
 
-const COLUMNS: &str = "message_id, recipient, kind, final_destination, state, queued_at, sent_at, processed_at, dispatched_at, failed_at, timed_out_at, reason, notes";
+const COLUMNS: &str = "message_id, recipient, kind, final_destination, state, queued_at, sent_at, processed_at, dispatched_at, failed_at, timed_out_at, reason, notes, sender";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tracked> {
     let state: String = r.get(4)?;
@@ -129,6 +131,7 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tracked> {
         timed_out_at: r.get(10)?,
         reason: r.get(11)?,
         notes: serde_json::from_str(&notes).unwrap_or_default(),
+        sender: r.get(13)?,
     })
 }
 
@@ -142,6 +145,7 @@ impl SqliteSpool {
     /// Start tracking a queued message for each recipient.
     pub fn track(
         &self,
+        sender: &str,
         message_id: &str,
         recipients: &[String],
         kind: &str,
@@ -152,8 +156,8 @@ impl SqliteSpool {
             let tx = c.transaction()?;
             for r in recipients {
                 tx.execute(
-                    &format!("INSERT OR IGNORE INTO tracking ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, NULL, NULL, NULL, NULL, NULL, NULL, '[]')"),
-                    params![message_id, r.to_ascii_lowercase(), kind, final_destination as i64, now],
+                    &format!("INSERT OR IGNORE INTO tracking ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, NULL, NULL, NULL, NULL, NULL, NULL, '[]', ?6)"),
+                    params![message_id, r.to_ascii_lowercase(), kind, final_destination as i64, now, sender],
                 )?;
             }
             tx.commit()
@@ -228,6 +232,15 @@ impl SqliteSpool {
                 Notice::Processed if t.processed_at.is_some() => NoticeOutcome::Duplicate,
                 Notice::Dispatched if t.dispatched_at.is_some() => NoticeOutcome::Duplicate,
                 Notice::Failed if t.failed_at.is_some() => NoticeOutcome::Duplicate,
+                // A failed MDN may overtake the processed one it follows: keep the time, the
+                // message stays failed.
+                Notice::Processed if t.state == TrackState::Failed => {
+                    tx.execute(
+                        "UPDATE tracking SET processed_at = ?3 WHERE message_id = ?1 AND recipient = ?2",
+                        params![message_id, recipient, now],
+                    )?;
+                    NoticeOutcome::Updated(TrackState::Failed)
+                }
                 _ if matches!(t.state, TrackState::TimedOut | TrackState::Failed) => {
                     NoticeOutcome::Late(t.state)
                 }
@@ -313,6 +326,30 @@ impl SqliteSpool {
             }
             tx.commit()?;
             Ok(due)
+        })
+    }
+
+    /// Failed or timed-out messages (kind `message`) whose local sender was not told yet.
+    pub fn unnotified_failures(&self, limit: usize) -> Result<Vec<Tracked>, SpoolError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM tracking WHERE local_notified = 0 AND kind = 'message' AND state IN ('failed', 'timed-out') ORDER BY queued_at LIMIT ?1"
+            ))?;
+            let rows = stmt
+                .query_map([limit as i64], from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// The local sender was told of this failure.
+    pub fn mark_local_notified(&self, message_id: &str, recipient: &str) -> Result<(), SpoolError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE tracking SET local_notified = 1 WHERE message_id = ?1 AND recipient = ?2",
+                params![message_id, recipient],
+            )?;
+            Ok(())
         })
     }
 
@@ -421,8 +458,15 @@ mod tests {
     #[test]
     fn processed_then_dispatched_completes_and_duplicates_are_ignored() {
         let (_d, s) = spool();
-        s.track("<m>", &["B@x.example".into()], "message", true, 100)
-            .unwrap();
+        s.track(
+            "a@x.example",
+            "<m>",
+            &["B@x.example".into()],
+            "message",
+            true,
+            100,
+        )
+        .unwrap();
         s.track_sent("<m>", &["b@x.example".into()], 101).unwrap();
         assert_eq!(
             s.record_notice("<m>", "b@x.example", Notice::Processed, "", 102)
@@ -455,8 +499,15 @@ mod tests {
     #[test]
     fn without_final_destination_processed_completes() {
         let (_d, s) = spool();
-        s.track("<m>", &["b@x.example".into()], "message", false, 100)
-            .unwrap();
+        s.track(
+            "a@x.example",
+            "<m>",
+            &["b@x.example".into()],
+            "message",
+            false,
+            100,
+        )
+        .unwrap();
         assert_eq!(
             s.record_notice("<m>", "b@x.example", Notice::Processed, "", 102)
                 .unwrap(),
@@ -467,10 +518,24 @@ mod tests {
     #[test]
     fn timeouts_and_late_dispatched() {
         let (_d, s) = spool();
-        s.track("<a>", &["b@x.example".into()], "message", true, 100)
-            .unwrap();
-        s.track("<b>", &["b@x.example".into()], "message", true, 100)
-            .unwrap();
+        s.track(
+            "a@x.example",
+            "<a>",
+            &["b@x.example".into()],
+            "message",
+            true,
+            100,
+        )
+        .unwrap();
+        s.track(
+            "a@x.example",
+            "<b>",
+            &["b@x.example".into()],
+            "message",
+            true,
+            100,
+        )
+        .unwrap();
         s.track_sent("<a>", &["b@x.example".into()], 100).unwrap();
         s.track_sent("<b>", &["b@x.example".into()], 100).unwrap();
         s.record_notice("<b>", "b@x.example", Notice::Processed, "", 110)
@@ -496,8 +561,15 @@ mod tests {
     #[test]
     fn failed_notice_and_notification_dedupe() {
         let (_d, s) = spool();
-        s.track("<m>", &["b@x.example".into()], "message", true, 100)
-            .unwrap();
+        s.track(
+            "a@x.example",
+            "<m>",
+            &["b@x.example".into()],
+            "message",
+            true,
+            100,
+        )
+        .unwrap();
         assert_eq!(
             s.record_notice("<m>", "b@x.example", Notice::Failed, "sink refused", 101)
                 .unwrap(),
