@@ -76,6 +76,7 @@ fn config(
     partner: &str,
     partner_cert: &str,
     route_port: Option<u16>,
+    extra: &str,
 ) -> PathBuf {
     let creds: String = own
         .iter()
@@ -91,7 +92,7 @@ fn config(
         .map(|p| format!("[[smtp_out.route]]\ndomain = \"{partner}\"\nhost = \"127.0.0.1\"\nport = {p}\ntls = \"none\"\n"))
         .unwrap_or_default();
     let text = format!(
-        "[agent]\ndata_dir = \"{data}\"\n[trust]\nrevocation = \"off\"\naia = false\n[discovery]\nldap = false\n  [[discovery.certificate]]\n  for = \"{partner}\"\n  file = \"{pc}\"\n[[domain]]\nname = \"{domain}\"\nintermediates = [\"{inter}\"]\n{creds}\n[smtp_in]\nlisten = \"127.0.0.1:0\"\nmax_connections = 64\n[smtp_out]\nconcurrency = 16\nper_domain_concurrency = 16\n{route}\n[[sink]]\nkind = \"directory\"\npath = \"{inbox}\"\n",
+        "[agent]\ndata_dir = \"{data}\"\n[trust]\nrevocation = \"off\"\naia = false\n[discovery]\nldap = false\n  [[discovery.certificate]]\n  for = \"{partner}\"\n  file = \"{pc}\"\n[[domain]]\nname = \"{domain}\"\nintermediates = [\"{inter}\"]\n{creds}\n[smtp_in]\nlisten = \"127.0.0.1:0\"\nmax_connections = 64\n[smtp_out]\nconcurrency = 16\nper_domain_concurrency = 16\n{route}\n[[sink]]\nkind = \"directory\"\npath = \"{inbox}\"\n{extra}\n",
         data = dir.join(format!("{name}-data")).display(),
         pc = cert(partner_cert).display(),
         inter = cert(if partner == "hisp-a.example" {
@@ -198,6 +199,18 @@ fn main() {
         "hisp-a.example",
         "hisp-a.example.pem",
         None,
+        "[mdn]\nsend = false\n",
+    );
+    // MDNs go to a closed loopback port: queued and retried, not delivered.
+    let b_mdn_cfg = config(
+        dir.path(),
+        "b-mdn",
+        "hisp-b.example",
+        &["iis@hisp-b.example", "hisp-b.example"],
+        "hisp-a.example",
+        "hisp-a.example.pem",
+        Some(9),
+        "",
     );
     let signer = Credential::load(
         &cert("ehr@hisp-a.example.key"),
@@ -229,61 +242,27 @@ fn main() {
         })
         .collect();
     let size = msgs[0].1.len();
-    let sink = Arc::new(TimedSink {
-        inner: DirectorySink::new(dir.path().join("b-inbox")),
-        written: Mutex::new(HashMap::new()),
-    });
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let (elapsed, latencies) = rt.block_on(async {
-        let ctx = Context::load(Some(&b_cfg)).unwrap();
-        let server = Server::bind(ctx).await.unwrap();
-        let port = server.smtp_addresses()[0].port();
-        let run = tokio::spawn(server.run_with_sinks(vec![Box::new(SharedSink(sink.clone()))], rx));
-        let queue = Arc::new(Mutex::new(msgs));
-        let sent_at = Arc::new(Mutex::new(HashMap::new()));
-        let start = Instant::now();
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|_| {
-                tokio::spawn(smtp_send(
-                    port,
-                    "ehr@hisp-a.example",
-                    "iis@hisp-b.example",
-                    queue.clone(),
-                    sent_at.clone(),
-                ))
-            })
-            .collect();
-        for c in clients {
-            c.await.unwrap();
-        }
-        eprintln!("(all {n} accepted over SMTP after {:?})", start.elapsed());
-        while sink.written.lock().unwrap().len() < n {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let elapsed = start.elapsed();
-        let written = sink.written.lock().unwrap().clone();
-        let sent_at = sent_at.lock().unwrap().clone();
-        let mut lat: Vec<Duration> = sent_at
-            .iter()
-            .filter_map(|(id, t0)| written.get(id).map(|t1| t1.duration_since(*t0)))
-            .collect();
-        lat.sort();
-        tx.send(true).unwrap();
-        run.await.unwrap().unwrap();
-        (elapsed, lat)
-    });
     println!(
         "transport bench, {n} messages of a 4 KiB HL7 payload ({size} bytes sealed), {CLIENTS} SMTP clients, {} cores",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
     );
-    println!(
-        "inbound:  {:.0} messages/s accepted and processed (spool fsync + open + sink); DATA end -> sink write p50 {:.1} ms, p99 {:.1} ms",
-        n as f64 / elapsed.as_secs_f64(),
-        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3
-    );
+    for (label, cfg) in [
+        ("without MDNs ([mdn] send = false)", &b_cfg),
+        (
+            "with a processed MDN sealed and queued for each",
+            &b_mdn_cfg,
+        ),
+    ] {
+        let (elapsed, latencies) = inbound(&rt, dir.path(), cfg, msgs.clone(), n);
+        println!(
+            "inbound {label}: {:.0} messages/s accepted and processed (spool fsync + open + sink); DATA end -> sink write p50 {:.1} ms, p99 {:.1} ms",
+            n as f64 / elapsed.as_secs_f64(),
+            percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+            percentile(&latencies, 0.99).as_secs_f64() * 1e3
+        );
+    }
 
     // ---- outbound: seal + queue at A, A's workers deliver to B's listener
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -302,6 +281,7 @@ fn main() {
         "hisp-b.example",
         "iis@hisp-b.example.pem",
         Some(b_port),
+        "[mdn]\nsend = false\n",
     );
     let ctx = Context::load(Some(&a_cfg)).unwrap();
     let spool = SqliteSpool::open(&dir.path().join("a-data")).unwrap();
@@ -338,6 +318,63 @@ fn main() {
         n as f64 / delivered.as_secs_f64()
     );
     openssl_speed();
+}
+
+/// One inbound run: a fresh spool and inbox for `cfg`'s agent, 16 clients sending `msgs`.
+fn inbound(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    cfg: &Path,
+    msgs: Vec<(String, Vec<u8>)>,
+    n: usize,
+) -> (Duration, Vec<Duration>) {
+    let _ = dir;
+    let sink = Arc::new(TimedSink {
+        inner: DirectorySink::new(dir.join(format!(
+            "inbox-{}",
+            cfg.file_stem().unwrap().to_string_lossy()
+        ))),
+        written: Mutex::new(HashMap::new()),
+    });
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    rt.block_on(async {
+        let ctx = Context::load(Some(cfg)).unwrap();
+        let server = Server::bind(ctx).await.unwrap();
+        let port = server.smtp_addresses()[0].port();
+        let run = tokio::spawn(server.run_with_sinks(vec![Box::new(SharedSink(sink.clone()))], rx));
+        let queue = Arc::new(Mutex::new(msgs));
+        let sent_at = Arc::new(Mutex::new(HashMap::new()));
+        let start = Instant::now();
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                tokio::spawn(smtp_send(
+                    port,
+                    "ehr@hisp-a.example",
+                    "iis@hisp-b.example",
+                    queue.clone(),
+                    sent_at.clone(),
+                ))
+            })
+            .collect();
+        for c in clients {
+            c.await.unwrap();
+        }
+        eprintln!("(all {n} accepted over SMTP after {:?})", start.elapsed());
+        while sink.written.lock().unwrap().len() < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let elapsed = start.elapsed();
+        let written = sink.written.lock().unwrap().clone();
+        let sent_at = sent_at.lock().unwrap().clone();
+        let mut lat: Vec<Duration> = sent_at
+            .iter()
+            .filter_map(|(id, t0)| written.get(id).map(|t1| t1.duration_since(*t0)))
+            .collect();
+        lat.sort();
+        tx.send(true).unwrap();
+        run.await.unwrap().unwrap();
+        (elapsed, lat)
+    })
 }
 
 fn rt_spawn_server(server: Server, rx: tokio::sync::watch::Receiver<bool>) {
