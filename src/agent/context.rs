@@ -22,7 +22,12 @@ pub struct Context {
     pub domains: Vec<LocalDomain>,
     pub store: SqliteStore,
     pub fetcher: HttpFetcher,
+    /// Parsed anchors per (domain, direction) with the store version they were read at.
+    anchor_cache: AnchorCache,
 }
+
+type AnchorCache =
+    std::sync::Mutex<std::collections::HashMap<(String, Direction), (i64, Vec<X509>)>>;
 
 impl Context {
     /// Load the configuration (`--config`, `DIRECT_AGENT_CONFIG` or the default), its domains with
@@ -52,6 +57,7 @@ impl Context {
             domains,
             store,
             fetcher,
+            anchor_cache: Default::default(),
         })
     }
 
@@ -69,8 +75,29 @@ impl Context {
         self.domain(address.domain())
     }
 
-    /// The anchors of `domain` serving `direction`, parsed.
+    /// The anchors of `domain` serving `direction`, parsed; kept in memory until the store
+    /// changes (an `anchors add` in another process shows at the next message).
     pub fn anchors(&self, domain: &str, direction: Direction) -> Result<Vec<X509>, String> {
+        let version = self.store.version().map_err(|e| e.to_string())?;
+        let key = (domain.to_string(), direction);
+        if let Some((v, anchors)) = self
+            .anchor_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            && *v == version
+        {
+            return Ok(anchors.clone());
+        }
+        let anchors = self.load_anchors(domain, direction)?;
+        self.anchor_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (version, anchors.clone()));
+        Ok(anchors)
+    }
+
+    fn load_anchors(&self, domain: &str, direction: Direction) -> Result<Vec<X509>, String> {
         let records = self
             .store
             .anchors(Some(domain))

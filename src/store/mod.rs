@@ -14,7 +14,7 @@ pub fn open_store(cfg: &crate::config::Config) -> Result<SqliteStore, StoreError
 }
 
 /// Whose certificates an anchor vouches for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// Senders whose signatures we accept.

@@ -162,6 +162,16 @@ impl SqliteStore {
         }
     }
 
+    /// A number that changes whenever another connection (an `anchors`/`bundles` command)
+    /// committed to the store, or this one wrote anchors: cached anchor sets compare it.
+    pub fn version(&self) -> Result<i64, StoreError> {
+        let conn = self.lock()?;
+        let data_version: i64 = conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        Ok(data_version * 1_000_000 + conn.total_changes() as i64 % 1_000_000)
+    }
+
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
         self.conn.lock().map_err(|_| StoreError::Database {
             path: self.path.display().to_string(),
