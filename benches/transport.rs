@@ -68,6 +68,8 @@ impl Sink for SharedSink {
     }
 }
 
+// A benchmark fixture writer: every argument is one key of the generated configuration.
+#[allow(clippy::too_many_arguments)]
 fn config(
     dir: &Path,
     name: &str,
