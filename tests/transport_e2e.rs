@@ -338,3 +338,70 @@ fn rejected_imap_login_disables_the_credential_and_is_not_retried() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(dovecot.auth_failures(Duration::from_millis(500)), 1);
 }
+
+/// A certs-only PKCS#7 bundle of committed test certificates, made by the openssl CLI.
+fn p7b(certs: &[&str]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b.p7b");
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("certs");
+    let mut c = Command::new("openssl");
+    c.args(["crl2pkcs7", "-nocrl", "-outform", "DER", "-out"])
+        .arg(&out);
+    for name in certs {
+        c.arg("-certfile").arg(root.join(name));
+    }
+    assert!(c.status().unwrap().success());
+    std::fs::read(out).unwrap()
+}
+
+#[test]
+fn serve_refreshes_trust_bundles_when_due() {
+    let www = support::http::HttpServer::start();
+    www.put("bundle.p7b", &p7b(&["root-untrusted.pem"]));
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, b) = two_agents(dir.path(), &Extra::default(), &Extra::default());
+    stdout(&mut cli(
+        &b,
+        &[
+            "bundles",
+            "add",
+            &www.url("bundle.p7b"),
+            "--domain",
+            "hisp-b.example",
+            "--refresh",
+            "1s",
+        ],
+    ));
+    let from_bundle = |b: &support::agents::AgentSetup| -> Vec<String> {
+        let v: serde_json::Value =
+            serde_json::from_str(&stdout(&mut cli(b, &["anchors", "list", "--json"]))).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["source"].as_str().unwrap_or("").starts_with("bundle:"))
+            .map(|a| a["subject"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert!(
+        from_bundle(&b)
+            .iter()
+            .all(|s| s.contains("Untrusted Test Root"))
+    );
+    let rb = start(&b);
+    // The publisher replaces the bundle's content: the running agent picks it up by itself.
+    www.put("bundle.p7b", &p7b(&["root-b.pem"]));
+    assert!(
+        wait_until(Duration::from_secs(40), || {
+            let now = from_bundle(&b);
+            now.len() == 1 && now[0].contains("Direct Agent Test Root B")
+        }),
+        "bundle not refreshed by serve: {:?}; log:\n{}",
+        from_bundle(&b),
+        rb.log_text()
+    );
+    assert!(
+        rb.log_text().contains("added 1, removed 1"),
+        "{}",
+        rb.log_text()
+    );
+}

@@ -273,6 +273,49 @@ async fn run_tracking_timeouts(
     }
 }
 
+/// Refresh trust bundles when due (each subscription's `--refresh` interval), checking every
+/// 10 seconds until shutdown. A failed refresh keeps the last good anchors and is logged.
+async fn run_bundle_refresh(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let c = ctx.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let now = SystemClock.unix_seconds();
+            let bundles = match crate::store::TrustStore::bundles(&c.store) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "trust store unavailable for bundle refresh");
+                    return;
+                }
+            };
+            for b in bundles {
+                let due = b.last_refresh.unwrap_or(0) + b.refresh_secs as i64;
+                if due > now {
+                    continue;
+                }
+                let name = b.name.clone();
+                let r = crate::cli::bundles::refresh_bundle(&c.store, &c.fetcher, b);
+                for l in &r.lines {
+                    tracing::info!(bundle = %name, "{l}");
+                }
+                if let Some(e) = &r.error {
+                    tracing::error!(bundle = %name, error = %e, "bundle refresh failed");
+                }
+            }
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::error!(error = %e, "bundle refresh task failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+}
+
 /// Tell local senders of messages that failed or timed out: a failure DSN (RFC 3464) handed to
 /// the local sinks, where the sending organisation reads what arrives for it.
 fn notify_local_senders(spool: &SqliteSpool, sinks: &[Box<dyn Sink>], hostname: &str) {
@@ -499,6 +542,7 @@ impl Server {
             outbound_wake,
             shutdown.clone(),
         ));
+        tasks.spawn(run_bundle_refresh(ctx.clone(), shutdown.clone()));
         tasks.spawn(run_tracking_timeouts(
             spool.clone(),
             cfg.mdn.clone(),

@@ -198,7 +198,32 @@ fn add(a: AddArgs, config: Option<&Path>) -> i32 {
 }
 
 /// Refresh one subscription, printing what happened; returns whether it succeeded.
-fn refresh_one(store: &SqliteStore, fetcher: &dyn Fetcher, mut b: BundleRecord) -> bool {
+fn refresh_one(store: &SqliteStore, fetcher: &dyn Fetcher, b: BundleRecord) -> bool {
+    let r = refresh_bundle(store, fetcher, b);
+    for l in &r.lines {
+        println!("{l}");
+    }
+    if let Some(e) = &r.error {
+        eprintln!("error: {e}");
+    }
+    r.error.is_none()
+}
+
+/// What one refresh did, as lines for a terminal or a log.
+pub(crate) struct Refreshed {
+    pub lines: Vec<String>,
+    /// Why it failed (the previous anchors are kept).
+    pub error: Option<String>,
+}
+
+/// Refresh one subscription: fetch, verify, replace its anchors (or keep the last good set).
+pub(crate) fn refresh_bundle(
+    store: &SqliteStore,
+    fetcher: &dyn Fetcher,
+    mut b: BundleRecord,
+) -> Refreshed {
+    let mut lines = Vec::new();
+    let mut error = None;
     let source = bundle_source(&b.name);
     let previous: Vec<AnchorRecord> = store
         .anchors(Some(&b.domain))
@@ -208,12 +233,12 @@ fn refresh_one(store: &SqliteStore, fetcher: &dyn Fetcher, mut b: BundleRecord) 
     match apply(store, fetcher, &b, &previous) {
         Ok(Applied::Unchanged) => {
             b.last_error = None;
-            println!(
+            lines.push(format!(
                 "{}: unchanged ({} anchors for {})",
                 b.name,
                 previous.len(),
                 b.domain
-            );
+            ));
         }
         Ok(Applied::Changed {
             checksum,
@@ -224,7 +249,7 @@ fn refresh_one(store: &SqliteStore, fetcher: &dyn Fetcher, mut b: BundleRecord) 
         }) => {
             b.last_error = None;
             b.checksum = Some(checksum);
-            println!(
+            lines.push(format!(
                 "{}: added {}, removed {} ({count} anchors in the bundle for {}{})",
                 b.name,
                 added.len(),
@@ -235,32 +260,30 @@ fn refresh_one(store: &SqliteStore, fetcher: &dyn Fetcher, mut b: BundleRecord) 
                 } else {
                     String::new()
                 }
-            );
+            ));
             for v in &added {
-                println!("  + {} {}", v.fingerprint, v.subject);
+                lines.push(format!("  + {} {}", v.fingerprint, v.subject));
             }
             for (fp, subject) in &removed {
-                println!("  - {fp} {subject}");
+                lines.push(format!("  - {fp} {subject}"));
             }
             for v in &added {
                 v.warn(&b.domain);
             }
         }
         Err(e) => {
-            eprintln!(
-                "error: bundle {}: {e}; keeping the {} anchors from its last good refresh",
+            error = Some(format!(
+                "bundle {}: {e}; keeping the {} anchors from its last good refresh",
                 b.name,
                 previous.len()
-            );
+            ));
             b.last_error = Some(e);
         }
     }
-    let ok = b.last_error.is_none();
     if let Err(e) = store.upsert_bundle(&b) {
-        eprintln!("error: cannot record the refresh of {}: {e}", b.name);
-        return false;
+        error = Some(format!("cannot record the refresh of {}: {e}", b.name));
     }
-    ok
+    Refreshed { lines, error }
 }
 
 enum Applied {

@@ -6,7 +6,7 @@
 //! [`Config::locate`] (the flag, else `DIRECT_AGENT_CONFIG`, else the default path).
 
 mod anchors;
-mod bundles;
+pub(crate) mod bundles;
 mod certs;
 mod message;
 mod ping;
