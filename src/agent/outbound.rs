@@ -245,10 +245,8 @@ pub async fn run_workers(
                     }
                     Err(e) => tracing::error!(error = %e, "delivery worker task failed"),
                 }
-                tokio::select! {
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = shutdown.changed() => {}
+                if super::idle(Some(&wake), Duration::from_millis(500), &mut shutdown).await {
+                    break;
                 }
             }
         }));

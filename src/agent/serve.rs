@@ -218,10 +218,8 @@ async fn run_inbound_workers(
                     }
                     Err(e) => tracing::error!(error = %e, "inbound worker task failed"),
                 }
-                tokio::select! {
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = shutdown.changed() => {}
+                if super::idle(Some(&wake), Duration::from_millis(500), &mut shutdown).await {
+                    break;
                 }
             }
         }));
@@ -263,11 +261,7 @@ async fn run_tracking_timeouts(
         {
             tracing::error!(error = %e, "failure notification task failed");
         }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() {
+        if super::idle(None, Duration::from_secs(1), &mut shutdown).await {
             break;
         }
     }
@@ -306,11 +300,7 @@ async fn run_bundle_refresh(ctx: Arc<Context>, mut shutdown: watch::Receiver<boo
         if let Err(e) = done {
             tracing::error!(error = %e, "bundle refresh task failed");
         }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() {
+        if super::idle(None, Duration::from_secs(10), &mut shutdown).await {
             break;
         }
     }
