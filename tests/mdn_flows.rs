@@ -313,7 +313,7 @@ fn sink_that_refuses_gives_a_failed_mdn() {
     });
     let stub = StubSink::default();
     stub.script.lock().unwrap().extend(std::iter::repeat_n(
-        SinkOutcome::Permanent("AR: the IIS refused the message (test sink)".into()),
+        SinkOutcome::permanent("AR: the IIS refused the message (test sink)"),
         5,
     ));
     let handle = rt.spawn(server.run_with_sinks(vec![Box::new(stub)], rx));

@@ -204,7 +204,7 @@ pub fn process(
     let mut locations = Vec::new();
     for sink in sinks {
         match sink.deliver(&delivery) {
-            SinkOutcome::Accepted { location } => {
+            SinkOutcome::Accepted { location, .. } => {
                 locations.push(serde_json::json!({"sink": sink.name(), "location": location}))
             }
             SinkOutcome::Transient(reason) => {
@@ -231,7 +231,30 @@ pub fn process(
                     report: Some(report),
                 };
             }
-            SinkOutcome::Permanent(reason) => {
+            SinkOutcome::CredentialRejected(reason) => {
+                // Never retried with the same credential: the entry waits until an operator
+                // runs `direct-agent credentials reset`.
+                let credential = sink
+                    .credential()
+                    .unwrap_or_else(|| format!("sink:{}", sink.name()));
+                if let Err(e) =
+                    crate::spool::Spool::disable_credential(spool, &credential, &reason, now)
+                {
+                    tracing::error!(credential = %credential, error = %e, "cannot record a disabled credential");
+                }
+                tracing::error!(alert = true, credential = %credential, sink = %sink.name(), reason = %reason, "ALERT: sink credential refused; disabled until `direct-agent credentials reset {credential}`");
+                return Processed {
+                    outcome: InboundOutcome::Retry {
+                        reason: format!(
+                            "sink {}: credential {credential} disabled: {reason}",
+                            sink.name()
+                        ),
+                        next_attempt_at: now + sink_retry_delay(entry.attempts),
+                    },
+                    report: Some(report),
+                };
+            }
+            SinkOutcome::Permanent { reason, .. } => {
                 if final_destination {
                     // The reason names the sink's refusal, not the payload.
                     let failed = Disposition::Failed {

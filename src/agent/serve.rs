@@ -407,6 +407,8 @@ impl Server {
                 cfg.source.display()
             ));
         }
+        crate::sink::from_config(&cfg.sinks)
+            .map_err(|e| format!("{}: {e}", cfg.source.display()))?;
         let spool = Arc::new(SqliteSpool::open(&cfg.agent.data_dir).map_err(|e| e.to_string())?);
         // Entries a crashed agent (or `send --now`) was working on resume now, not when their
         // lease would have ended. The spool is a local file, so owners are local processes.
@@ -444,7 +446,7 @@ impl Server {
 
     /// Run until `shutdown` turns true with the configured sinks; then drain and return.
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), String> {
-        let sinks = crate::sink::from_config(&self.ctx.config.sinks);
+        let sinks = crate::sink::from_config(&self.ctx.config.sinks).map_err(|e| e.to_string())?;
         self.run_with_sinks(sinks, shutdown).await
     }
 

@@ -10,11 +10,15 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub mod notify;
+pub mod sinks;
 pub mod transport;
 pub use notify::{MdnConfig, PartnerConfig, PingPongConfig};
+pub use sinks::{
+    CommandSinkConfig, Hl7Config, HttpSinkConfig, MllpSinkConfig, SinkConfig, SinkKind, SinkRole,
+    SinkRoute, SoapSinkConfig,
+};
 pub use transport::{
-    ConnTls, ImapAfter, ImapConfig, MxTls, RouteConfig, SinkConfig, SmtpInConfig, SmtpOutConfig,
-    parse_size,
+    ConnTls, ImapAfter, ImapConfig, MxTls, RouteConfig, SmtpInConfig, SmtpOutConfig, parse_size,
 };
 
 /// Environment variable naming the configuration file when `--config` is not given.
@@ -72,6 +76,8 @@ pub struct Config {
     pub pingpong: PingPongConfig,
     #[serde(default, rename = "partner")]
     pub partners: Vec<PartnerConfig>,
+    #[serde(default)]
+    pub hl7: Hl7Config,
     /// Where the file was read from (set by [`Config::load`]).
     #[serde(skip)]
     pub source: PathBuf,
@@ -88,6 +94,10 @@ pub struct AgentConfig {
     /// "localhost".
     #[serde(default = "default_hostname")]
     pub hostname: String,
+    /// `test` (default) or `production`: the MSH-11 processing ID received HL7 must carry (`T`
+    /// or `P`). Switch to `production` when the partner moves from test to live messages.
+    #[serde(default = "default_environment")]
+    pub environment: crate::hl7::validate::Environment,
 }
 
 impl Default for AgentConfig {
@@ -95,8 +105,13 @@ impl Default for AgentConfig {
         AgentConfig {
             data_dir: default_data_dir(),
             hostname: default_hostname(),
+            environment: default_environment(),
         }
     }
+}
+
+fn default_environment() -> crate::hl7::validate::Environment {
+    crate::hl7::validate::Environment::Test
 }
 
 fn default_hostname() -> String {
@@ -508,8 +523,8 @@ impl Config {
             }
         }
         for s in &mut self.sinks {
-            match s {
-                SinkConfig::Directory { path } => fix(path),
+            for p in s.paths_mut() {
+                fix(p);
             }
         }
         for c in &mut self.discovery.certificates {

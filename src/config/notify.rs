@@ -85,6 +85,10 @@ pub struct PartnerConfig {
     pub sending_facility: String,
     pub receiving_application: String,
     pub receiving_facility: String,
+    /// The HL7 validation profile for messages from this partner (`none`, `header`,
+    /// `immunization`); default `[hl7] profile`.
+    #[serde(default)]
+    pub profile: Option<String>,
 }
 
 impl PartnerConfig {

@@ -344,12 +344,3 @@ fn default_poll_interval() -> String {
 fn default_processed() -> String {
     "Processed".into()
 }
-
-/// `[[sink]]`: where accepted payloads are handed on.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-#[non_exhaustive]
-pub enum SinkConfig {
-    /// Files in a folder: payload plus a JSON sidecar, written atomically.
-    Directory { path: PathBuf },
-}

@@ -37,6 +37,7 @@ pub mod ack;
 pub mod er7;
 pub mod escape;
 pub mod msh;
+pub mod validate;
 
 use std::fmt;
 use std::str::FromStr;

@@ -98,9 +98,7 @@ impl Sink for DirectorySink {
         if let Err(e) = std::fs::File::open(dir).and_then(|f| f.sync_all()) {
             return transient(&e, format!("cannot sync {}", dir.display()));
         }
-        SinkOutcome::Accepted {
-            location: dir.join(name).display().to_string(),
-        }
+        SinkOutcome::accepted(dir.join(name).display().to_string())
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::config::SinkConfig;
+use crate::config::{SinkConfig, SinkKind};
 use crate::mime::payload::Payload;
 
 /// What a sink is given: one accepted message.
@@ -49,12 +49,39 @@ pub struct DeliveryMetadata {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SinkOutcome {
-    /// Durably accepted; `location` says where (a path, an ACK control id).
-    Accepted { location: String },
-    /// Try again later (disk full, peer down).
+    /// Durably accepted; `location` says where (a path, an ACK control id). `ack` is the HL7
+    /// acknowledgement the destination answered with (MLLP, SOAP), if any.
+    Accepted {
+        location: String,
+        ack: Option<String>,
+    },
+    /// Try again later (disk full, peer down, no answer).
     Transient(String),
-    /// Will never be accepted (refused by the peer): quarantine.
-    Permanent(String),
+    /// Will never be accepted (refused by the peer): quarantine. `ack` is the destination's HL7
+    /// acknowledgement (AE/AR), kept with the quarantine record.
+    Permanent { reason: String, ack: Option<String> },
+    /// The destination refused the sink's credential (HTTP 401/403, a SOAP security fault), or
+    /// the password variable is unset: the credential [`Sink::credential`] is disabled and
+    /// nothing is sent with it again until an operator resets it.
+    CredentialRejected(String),
+}
+
+impl SinkOutcome {
+    /// Accepted at `location`, without an ACK.
+    pub fn accepted(location: impl Into<String>) -> Self {
+        SinkOutcome::Accepted {
+            location: location.into(),
+            ack: None,
+        }
+    }
+
+    /// Refused for `reason`, without an ACK.
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        SinkOutcome::Permanent {
+            reason: reason.into(),
+            ack: None,
+        }
+    }
 }
 
 /// A downstream destination for payloads.
@@ -63,18 +90,39 @@ pub trait Sink: Send + Sync {
     fn name(&self) -> String;
     /// Deliver one message's payloads. Blocking; called off the async runtime.
     fn deliver(&self, delivery: &SinkDelivery<'_>) -> SinkOutcome;
+    /// The name of the credential this sink logs in with (`sink:<name>`), if it has one. When the
+    /// spool holds it as disabled, the pipeline does not call [`Sink::deliver`].
+    fn credential(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Why a configured sink could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("sink {name}: {reason}")]
+pub struct SinkConfigError {
+    pub name: String,
+    pub reason: String,
+}
+
+/// Build one configured sink.
+pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkConfigError> {
+    let name = config.display_name();
+    let fail = |reason: String| SinkConfigError {
+        name: name.clone(),
+        reason,
+    };
+    match &config.kind {
+        SinkKind::Directory { path } => Ok(Box::new(DirectorySink::new(path.clone()))),
+        other => Err(fail(format!(
+            "kind {other:?} is not available in this build"
+        ))),
+    }
 }
 
 /// Build the configured sinks.
-pub fn from_config(sinks: &[SinkConfig]) -> Vec<Box<dyn Sink>> {
-    sinks
-        .iter()
-        .map(|s| match s {
-            SinkConfig::Directory { path } => {
-                Box::new(DirectorySink::new(path.clone())) as Box<dyn Sink>
-            }
-        })
-        .collect()
+pub fn from_config(sinks: &[SinkConfig]) -> Result<Vec<Box<dyn Sink>>, SinkConfigError> {
+    sinks.iter().map(build).collect()
 }
 
 /// A test double: records what it was given and answers from a script (then `Accepted`).
@@ -91,9 +139,7 @@ impl Sink for StubSink {
     fn deliver(&self, d: &SinkDelivery<'_>) -> SinkOutcome {
         let mut script = self.script.lock().unwrap_or_else(|p| p.into_inner());
         let outcome = if script.is_empty() {
-            SinkOutcome::Accepted {
-                location: "stub".into(),
-            }
+            SinkOutcome::accepted("stub")
         } else {
             script.remove(0)
         };
