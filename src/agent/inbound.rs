@@ -11,14 +11,15 @@ use openssl::x509::X509;
 
 use crate::address::DirectAddress;
 use crate::clock::SystemClock;
+use crate::config::SinkRole;
 use crate::domain::LocalDomain;
 use crate::message::{Envelope, OpenInputs, OpenReport, open};
-use crate::sink::{DeliveryMetadata, Sink, SinkDelivery, SinkOutcome};
+use crate::sink::{DeliveryMetadata, RouteKey, Sink, SinkDelivery, SinkOutcome, SinkSet};
 use crate::spool::{InboundEntry, InboundOutcome};
 use crate::store::Direction;
 use crate::trust::ValidationCache;
 
-use super::{Context, notify, pingpong};
+use super::{Context, notify, pingpong, reply, validation};
 use crate::mdn::Disposition;
 
 /// How long a message may keep failing transiently at the sinks before it is quarantined.
@@ -49,7 +50,7 @@ pub fn sink_retry_delay(attempts: u32) -> i64 {
 pub fn process(
     ctx: &Context,
     spool: &crate::spool::SqliteSpool,
-    sinks: &[Box<dyn Sink>],
+    sinks: &SinkSet,
     cache: &ValidationCache,
     entry: &InboundEntry,
     now: i64,
@@ -182,6 +183,24 @@ pub fn process(
         }
         pingpong::Marked::Neither => {}
     }
+    let sender = DirectAddress::parse(&report.from).ok();
+    let verdict = match validation::check(
+        &ctx.config,
+        sender.as_ref(),
+        &report.payloads,
+        &validation::today(now),
+    ) {
+        Ok(v) => v,
+        Err(e) => {
+            return Processed {
+                outcome: InboundOutcome::Retry {
+                    reason: format!("HL7 validation not configured correctly: {e}"),
+                    next_attempt_at: now + sink_retry_delay(entry.attempts),
+                },
+                report: Some(report),
+            };
+        }
+    };
     let metadata = DeliveryMetadata {
         message_id: report.message_id.clone(),
         from: report.from.clone(),
@@ -192,6 +211,7 @@ pub fn process(
         received_at: entry.received_at,
         accepted_at: now,
         source: entry.source.clone(),
+        validation: verdict.profile.map(|_| verdict.to_json()),
     };
     let delivery = SinkDelivery {
         inbound_id: entry.id,
@@ -201,34 +221,211 @@ pub fn process(
         metadata: &metadata,
         payloads: &report.payloads,
     };
+    let key = RouteKey {
+        from: &report.from,
+        to: &ours,
+        message_types: &verdict.message_types,
+    };
+    let reply_from = ours.first();
+    let send_acks = |acks: &[String]| {
+        if !ctx.config.hl7.reply_with_ack {
+            return None;
+        }
+        let us = reply_from?;
+        Some(
+            reply::send_acks(ctx, spool, &report, us, acks, now)
+                .unwrap_or_else(|e| format!("HL7 ACK not sent: {e}")),
+        )
+    };
+
+    if !verdict.passed() {
+        // Refused by validation: to the reject sinks if any take it, else quarantine. The sender
+        // hears of it through a failed MDN (when asked) and an AE/AR ACK (when configured).
+        let summary = verdict.summary();
+        let profile = verdict.profile.map(|p| p.to_string()).unwrap_or_default();
+        let rejects = sinks.select(SinkRole::Reject, &key);
+        let handed = if rejects.is_empty() {
+            None
+        } else {
+            match deliver_all(spool, &rejects, &delivery, now) {
+                Delivered::All { locations, .. } => Some(locations),
+                Delivered::Transient(reason) => {
+                    return retry_or_give_up(
+                        ctx,
+                        spool,
+                        report,
+                        &ours,
+                        entry,
+                        now,
+                        reason,
+                        final_destination,
+                    );
+                }
+                Delivered::Permanent { reason, .. } => {
+                    tracing::error!(sink_reason = %reason, "the reject sink refused a message that failed HL7 validation; quarantined");
+                    None
+                }
+            }
+        };
+        if final_destination {
+            let failed = Disposition::Failed {
+                reason: format!("HL7 validation failed (profile {profile}): {summary}"),
+            };
+            notify::send_mdns(ctx, spool, &report, &ours, &failed, true);
+        }
+        let ack = send_acks(&reply::build_acks(&verdict, &report.payloads, now));
+        let outcome = match handed {
+            Some(locations) => InboundOutcome::Delivered {
+                detail: serde_json::json!({
+                    "rejected": format!("HL7 validation failed (profile {profile}): {summary}"),
+                    "validation": verdict.to_json(),
+                    "signer": report.signer.subject,
+                    "sinks": locations,
+                    "ack": ack,
+                }),
+            },
+            None => InboundOutcome::Quarantined {
+                kind: "hl7".into(),
+                reason: format!("HL7 validation failed (profile {profile}): {summary}"),
+            },
+        };
+        return Processed {
+            outcome,
+            report: Some(report),
+        };
+    }
+
+    let chosen = sinks.select(SinkRole::Deliver, &key);
+    if chosen.is_empty() {
+        return Processed {
+            outcome: InboundOutcome::Quarantined {
+                kind: "route".into(),
+                reason: format!(
+                    "no [[sink]] takes a message from {} to {} with message types [{}]: add a sink (or widen senders / recipient_domains / message_types)",
+                    report.from,
+                    ours.iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    verdict.message_types.join(", ")
+                ),
+            },
+            report: Some(report),
+        };
+    }
+    let (locations, sink_acks) = match deliver_all(spool, &chosen, &delivery, now) {
+        Delivered::All { locations, acks } => (locations, acks),
+        Delivered::Transient(reason) => {
+            return retry_or_give_up(
+                ctx,
+                spool,
+                report,
+                &ours,
+                entry,
+                now,
+                reason,
+                final_destination,
+            );
+        }
+        Delivered::Permanent { reason, ack } => {
+            if final_destination {
+                // The reason names the sink's refusal, not the payload.
+                let failed = Disposition::Failed {
+                    reason: format!("the destination refused the message: {reason}"),
+                };
+                notify::send_mdns(ctx, spool, &report, &ours, &failed, true);
+            }
+            // The destination's own ACK (AE/AR) is what the sender needs to see.
+            let acks = match &ack {
+                Some(a) => vec![a.clone()],
+                None => Vec::new(),
+            };
+            let _ = send_acks(&acks);
+            return Processed {
+                outcome: InboundOutcome::Quarantined {
+                    kind: "sink".into(),
+                    reason: match ack {
+                        Some(_) => {
+                            format!("{reason} (the destination's ACK is kept in the record)")
+                        }
+                        None => reason,
+                    },
+                },
+                report: Some(report),
+            };
+        }
+    };
+    if final_destination {
+        notify::send_mdns(ctx, spool, &report, &ours, &Disposition::Dispatched, true);
+    }
+    let acks = if sink_acks.is_empty() {
+        reply::build_acks(&verdict, &report.payloads, now)
+    } else {
+        sink_acks
+    };
+    let ack = send_acks(&acks);
+    let detail = serde_json::json!({
+        "signer": report.signer.subject,
+        "signer_fingerprint_sha256": report.signer.fingerprint_sha256,
+        "payloads": report.payloads.iter().map(|p| serde_json::json!({"content_type": p.content_type, "size": p.data.len()})).collect::<Vec<_>>(),
+        "sinks": locations,
+        "validation": verdict.profile.map(|_| verdict.to_json()),
+        "ack": ack,
+    });
+    Processed {
+        outcome: InboundOutcome::Delivered { detail },
+        report: Some(report),
+    }
+}
+
+/// How handing a message to a set of sinks went.
+enum Delivered {
+    /// Every sink accepted; the ACKs destinations answered with.
+    All {
+        locations: Vec<serde_json::Value>,
+        acks: Vec<String>,
+    },
+    /// One failed transiently, or its credential is disabled: try again later.
+    Transient(String),
+    /// One refused.
+    Permanent { reason: String, ack: Option<String> },
+}
+
+/// Hand the delivery to each sink in turn, stopping at the first that does not accept.
+fn deliver_all(
+    spool: &crate::spool::SqliteSpool,
+    sinks: &[&dyn Sink],
+    delivery: &SinkDelivery<'_>,
+    now: i64,
+) -> Delivered {
+    use crate::spool::Spool;
     let mut locations = Vec::new();
+    let mut acks = Vec::new();
     for sink in sinks {
-        match sink.deliver(&delivery) {
-            SinkOutcome::Accepted { location, .. } => {
-                locations.push(serde_json::json!({"sink": sink.name(), "location": location}))
+        if let Some(credential) = sink.credential() {
+            match spool.disabled_credential(&credential) {
+                Ok(Some(_)) => {
+                    return Delivered::Transient(format!(
+                        "sink {}: credential {credential} is disabled; run `direct-agent credentials reset {credential}` once it is fixed",
+                        sink.name()
+                    ));
+                }
+                Ok(None) => {}
+                Err(e) => return Delivered::Transient(format!("spool unavailable: {e}")),
+            }
+        }
+        match sink.deliver(delivery) {
+            SinkOutcome::Accepted { location, ack } => {
+                locations.push(serde_json::json!({"sink": sink.name(), "location": location}));
+                acks.extend(ack);
             }
             SinkOutcome::Transient(reason) => {
-                let reason = format!("sink {}: {reason}", sink.name());
-                let outcome = if now - entry.received_at > SINK_RETRY_LIMIT {
-                    if final_destination {
-                        let failed = Disposition::Failed {
-                            reason: "the destination did not accept the message in 24 hours".into(),
-                        };
-                        notify::send_mdns(ctx, spool, &report, &ours, &failed, true);
-                    }
-                    InboundOutcome::Quarantined {
-                        kind: "sink".into(),
-                        reason: format!("{reason}; gave up after 24 h of retries"),
-                    }
-                } else {
-                    InboundOutcome::Retry {
-                        reason,
-                        next_attempt_at: now + sink_retry_delay(entry.attempts),
-                    }
-                };
-                return Processed {
-                    outcome,
-                    report: Some(report),
+                return Delivered::Transient(format!("sink {}: {reason}", sink.name()));
+            }
+            SinkOutcome::Permanent { reason, ack } => {
+                return Delivered::Permanent {
+                    reason: format!("sink {} refused the message: {reason}", sink.name()),
+                    ack,
                 };
             }
             SinkOutcome::CredentialRejected(reason) => {
@@ -237,52 +434,52 @@ pub fn process(
                 let credential = sink
                     .credential()
                     .unwrap_or_else(|| format!("sink:{}", sink.name()));
-                if let Err(e) =
-                    crate::spool::Spool::disable_credential(spool, &credential, &reason, now)
-                {
+                if let Err(e) = spool.disable_credential(&credential, &reason, now) {
                     tracing::error!(credential = %credential, error = %e, "cannot record a disabled credential");
                 }
                 tracing::error!(alert = true, credential = %credential, sink = %sink.name(), reason = %reason, "ALERT: sink credential refused; disabled until `direct-agent credentials reset {credential}`");
-                return Processed {
-                    outcome: InboundOutcome::Retry {
-                        reason: format!(
-                            "sink {}: credential {credential} disabled: {reason}",
-                            sink.name()
-                        ),
-                        next_attempt_at: now + sink_retry_delay(entry.attempts),
-                    },
-                    report: Some(report),
-                };
-            }
-            SinkOutcome::Permanent { reason, .. } => {
-                if final_destination {
-                    // The reason names the sink's refusal, not the payload.
-                    let failed = Disposition::Failed {
-                        reason: format!("the destination refused the message: {reason}"),
-                    };
-                    notify::send_mdns(ctx, spool, &report, &ours, &failed, true);
-                }
-                return Processed {
-                    outcome: InboundOutcome::Quarantined {
-                        kind: "sink".into(),
-                        reason: format!("sink {} refused the message: {reason}", sink.name()),
-                    },
-                    report: Some(report),
-                };
+                return Delivered::Transient(format!(
+                    "sink {}: credential {credential} refused and disabled: {reason}",
+                    sink.name()
+                ));
             }
         }
     }
-    if final_destination {
-        notify::send_mdns(ctx, spool, &report, &ours, &Disposition::Dispatched, true);
-    }
-    let detail = serde_json::json!({
-        "signer": report.signer.subject,
-        "signer_fingerprint_sha256": report.signer.fingerprint_sha256,
-        "payloads": report.payloads.iter().map(|p| serde_json::json!({"content_type": p.content_type, "size": p.data.len()})).collect::<Vec<_>>(),
-        "sinks": locations,
-    });
+    Delivered::All { locations, acks }
+}
+
+/// A transient sink failure: retry with backoff, or after [`SINK_RETRY_LIMIT`] quarantine (and
+/// tell the sender, when asked, that the destination never took it).
+#[allow(clippy::too_many_arguments)]
+fn retry_or_give_up(
+    ctx: &Context,
+    spool: &crate::spool::SqliteSpool,
+    report: OpenReport,
+    ours: &[DirectAddress],
+    entry: &InboundEntry,
+    now: i64,
+    reason: String,
+    final_destination: bool,
+) -> Processed {
+    let outcome = if now - entry.received_at > SINK_RETRY_LIMIT {
+        if final_destination {
+            let failed = Disposition::Failed {
+                reason: "the destination did not accept the message in 24 hours".into(),
+            };
+            notify::send_mdns(ctx, spool, &report, ours, &failed, true);
+        }
+        InboundOutcome::Quarantined {
+            kind: "sink".into(),
+            reason: format!("{reason}; gave up after 24 h of retries"),
+        }
+    } else {
+        InboundOutcome::Retry {
+            reason,
+            next_attempt_at: now + sink_retry_delay(entry.attempts),
+        }
+    };
     Processed {
-        outcome: InboundOutcome::Delivered { detail },
+        outcome,
         report: Some(report),
     }
 }

@@ -6,6 +6,8 @@ mod context;
 pub mod inbound;
 pub mod notify;
 pub mod pingpong;
+pub mod reply;
+pub mod validation;
 
 pub use context::{Context, SealRefusal};
 pub mod outbound;

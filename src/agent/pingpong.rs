@@ -12,9 +12,9 @@ use crate::address::DirectAddress;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::hl7::{self, AckCode, AckError, ErrorCode, Location, Severity};
-use crate::message::{OpenReport, SealOptions, seal};
+use crate::message::{OpenReport, SealOptions};
 use crate::mime::payload::PayloadKind;
-use crate::spool::{NewOutbound, OutboundKind, Spool, SqliteSpool};
+use crate::spool::SqliteSpool;
 
 use super::Context;
 
@@ -200,16 +200,6 @@ pub fn respond(
         .unwrap_or_default();
     let verdict = check_ping(&ctx.config, &sender, &payload, now);
     let ack = verdict.ack.unwrap_or_else(|| "MSA|AR|\r".to_string());
-    let mut certs = Vec::new();
-    let signer = ctx
-        .signer_and_recipients(
-            us,
-            std::slice::from_ref(&sender),
-            &mut certs,
-            &[],
-            &mut Vec::new(),
-        )
-        .map_err(|e| e.to_string())?;
     let opts = SealOptions {
         subject: "Direct pong".into(),
         filename: "pong-ack.hl7".into(),
@@ -219,30 +209,10 @@ pub fn respond(
         ],
         ..SealOptions::default()
     };
-    let sealed = seal(
-        us,
-        std::slice::from_ref(&sender),
-        ack.as_bytes(),
-        &signer,
-        &certs,
-        &opts,
-        &SystemClock,
-    )
-    .map_err(|e| e.to_string())?;
-    spool
-        .enqueue(NewOutbound {
-            kind: OutboundKind::Message,
-            message_id: sealed.message_id.clone(),
-            mail_from: us.to_string(),
-            rcpt_to: vec![sender.to_string()],
-            raw: &sealed.message,
-            now,
-            expires_at: now + ctx.config.smtp_out.lifetime().as_secs() as i64,
-        })
-        .map_err(|e| e.to_string())?;
+    let pong_id = super::reply::send_reply(ctx, spool, us, &sender, ack.as_bytes(), &opts, now)?;
     Ok(format!(
         "ping {ping_id} from {sender} answered with pong {} ({}{})",
-        sealed.message_id,
+        pong_id,
         verdict.code.as_str(),
         if verdict.errors.is_empty() {
             String::new()

@@ -14,7 +14,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::address::DirectAddress;
 use crate::clock::{Clock, SystemClock};
-use crate::sink::Sink;
+use crate::sink::{Sink, SinkSet};
 use crate::spool::{InboundOutcome, NewInbound, Received, Source, Spool, SqliteSpool};
 use crate::transport::imap::{ImapError, MailboxSpool};
 use crate::transport::smtp_in::{ReceivedEnvelope, Reception, SmtpServerSettings};
@@ -139,7 +139,7 @@ async fn run_inbound_workers(
     n: usize,
     ctx: Arc<Context>,
     spool: Arc<SqliteSpool>,
-    sinks: Arc<Vec<Box<dyn Sink>>>,
+    sinks: Arc<SinkSet>,
     cache: Arc<ValidationCache>,
     wake: Arc<Notify>,
     shutdown: watch::Receiver<bool>,
@@ -234,7 +234,7 @@ async fn run_inbound_workers(
 async fn run_tracking_timeouts(
     spool: Arc<SqliteSpool>,
     mdn: crate::config::MdnConfig,
-    sinks: Arc<Vec<Box<dyn Sink>>>,
+    sinks: Arc<SinkSet>,
     hostname: String,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -308,7 +308,7 @@ async fn run_bundle_refresh(ctx: Arc<Context>, mut shutdown: watch::Receiver<boo
 
 /// Tell local senders of messages that failed or timed out: a failure DSN (RFC 3464) handed to
 /// the local sinks, where the sending organisation reads what arrives for it.
-fn notify_local_senders(spool: &SqliteSpool, sinks: &[Box<dyn Sink>], hostname: &str) {
+fn notify_local_senders(spool: &SqliteSpool, sinks: &SinkSet, hostname: &str) {
     let rows = match spool.unnotified_failures(50) {
         Ok(r) => r,
         Err(e) => {
@@ -360,6 +360,7 @@ fn notify_local_senders(spool: &SqliteSpool, sinks: &[Box<dyn Sink>], hostname: 
             received_at: now,
             accepted_at: now,
             source: format!("failure notification for {}", t.message_id),
+            validation: None,
         };
         let delivery = crate::sink::SinkDelivery {
             inbound_id: 0,
@@ -369,7 +370,22 @@ fn notify_local_senders(spool: &SqliteSpool, sinks: &[Box<dyn Sink>], hostname: 
             metadata: &metadata,
             payloads: &payloads,
         };
-        let all = sinks.iter().all(|s| {
+        // The sinks that take a non-HL7 message for the sender from its own domain.
+        let local = crate::address::DirectAddress::parse(&t.sender).ok();
+        let to_local: Vec<_> = local.into_iter().collect();
+        let chosen = sinks.select(
+            crate::config::SinkRole::Deliver,
+            &crate::sink::RouteKey {
+                from: &from,
+                to: &to_local,
+                message_types: &[],
+            },
+        );
+        if chosen.is_empty() {
+            tracing::error!(message_id = %t.message_id, sender = %t.sender, "no [[sink]] takes failure notifications for this sender (a sink without message_types is needed)");
+            continue;
+        }
+        let all = chosen.iter().all(|s| {
             matches!(
                 s.deliver(&delivery),
                 crate::sink::SinkOutcome::Accepted { .. }
@@ -409,6 +425,8 @@ impl Server {
         }
         crate::sink::from_config(&cfg.sinks)
             .map_err(|e| format!("{}: {e}", cfg.source.display()))?;
+        super::validation::check_config(cfg)
+            .map_err(|e| format!("{}: {e}", cfg.source.display()))?;
         let spool = Arc::new(SqliteSpool::open(&cfg.agent.data_dir).map_err(|e| e.to_string())?);
         // Entries a crashed agent (or `send --now`) was working on resume now, not when their
         // lease would have ended. The spool is a local file, so owners are local processes.
@@ -446,14 +464,24 @@ impl Server {
 
     /// Run until `shutdown` turns true with the configured sinks; then drain and return.
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), String> {
-        let sinks = crate::sink::from_config(&self.ctx.config.sinks).map_err(|e| e.to_string())?;
-        self.run_with_sinks(sinks, shutdown).await
+        let sinks = SinkSet::from_config(&self.ctx.config.sinks).map_err(|e| e.to_string())?;
+        self.run_with_sink_set(sinks, shutdown).await
     }
 
     /// As [`Server::run`] with the given sinks (tests, benchmarks, embedding).
     pub async fn run_with_sinks(
         self,
         sinks: Vec<Box<dyn Sink>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), String> {
+        self.run_with_sink_set(SinkSet::unrouted(sinks), shutdown)
+            .await
+    }
+
+    /// As [`Server::run`] with the given routed sinks.
+    pub async fn run_with_sink_set(
+        self,
+        sinks: SinkSet,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), String> {
         let ctx = self.ctx;
@@ -471,7 +499,7 @@ impl Server {
             &cfg.agent.hostname,
         )?);
         let outbound = Arc::new(Outbound::from_config(&cfg)?);
-        let sinks: Arc<Vec<Box<dyn Sink>>> = Arc::new(sinks);
+        let sinks: Arc<SinkSet> = Arc::new(sinks);
         let tracking_sinks = sinks.clone();
         let cache = Arc::new(ValidationCache::new());
         let mut tasks = tokio::task::JoinSet::new();

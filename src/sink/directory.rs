@@ -119,6 +119,7 @@ mod tests {
             received_at: 1,
             accepted_at: 2,
             source: "local".into(),
+            validation: None,
         }
     }
 

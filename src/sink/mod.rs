@@ -7,8 +7,10 @@
 //! can be (the directory sink rewrites the same file names).
 
 mod directory;
+mod route;
 
 pub use directory::DirectorySink;
+pub use route::{RouteKey, RoutedSink, SinkSet, takes};
 
 use std::sync::Mutex;
 
@@ -43,6 +45,10 @@ pub struct DeliveryMetadata {
     pub accepted_at: i64,
     /// How it arrived (smtp peer, imap account).
     pub source: String,
+    /// The HL7 validation verdict (profile, rule ids, locations; no field values), when the
+    /// message was validated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<serde_json::Value>,
 }
 
 /// How a delivery went.

@@ -1,0 +1,144 @@
+//! HL7 validation of a received message's payloads, with the profile configured for its sender
+//! (`[[partner]] profile`, else `[hl7] profile`), and the message types routing looks at.
+//!
+//! Summaries and records name rule ids, locations and counts, never field values.
+
+use crate::address::DirectAddress;
+use crate::config::Config;
+use crate::hl7::validate::{Options, PayloadReport, Profile, validate_payload};
+use crate::mime::payload::{Payload, PayloadKind};
+
+/// The validation profile for messages from `sender`; None for `none`.
+pub fn profile_for(
+    config: &Config,
+    sender: Option<&DirectAddress>,
+) -> Result<Option<Profile>, String> {
+    let name = sender
+        .and_then(|s| config.partner(s))
+        .and_then(|p| p.profile.clone())
+        .unwrap_or_else(|| config.hl7.profile.clone());
+    parse_profile(&name)
+}
+
+/// `none`, `header` or `immunization`.
+pub fn parse_profile(name: &str) -> Result<Option<Profile>, String> {
+    match name.trim() {
+        "none" => Ok(None),
+        other => other.parse().map(Some),
+    }
+}
+
+/// Every configured profile name parses (checked when `serve` starts).
+pub fn check_config(config: &Config) -> Result<(), String> {
+    parse_profile(&config.hl7.profile).map_err(|e| format!("[hl7] profile: {e}"))?;
+    for p in &config.partners {
+        if let Some(name) = &p.profile {
+            parse_profile(name).map_err(|e| format!("[[partner]] {} profile: {e}", p.address))?;
+        }
+    }
+    Ok(())
+}
+
+/// What validation found in one message's payloads.
+#[derive(Debug)]
+pub struct Hl7Verdict {
+    /// The profile applied; None when validation is off for this sender.
+    pub profile: Option<Profile>,
+    /// One report per HL7 payload, in payload order (empty when off or no HL7).
+    pub reports: Vec<PayloadReport>,
+    /// `MSH-9.1^MSH-9.2` of each readable HL7 message.
+    pub message_types: Vec<String>,
+}
+
+impl Hl7Verdict {
+    /// No HL7 payload failed (or validation is off).
+    pub fn passed(&self) -> bool {
+        self.reports.iter().all(PayloadReport::passed)
+    }
+
+    /// `2 errors: MSH-7-PRECISION at MSH-7, NK1-MISSING` (rule ids and places only).
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        for r in &self.reports {
+            if let Some(e) = &r.read_error {
+                parts.push(format!("unreadable HL7 ({})", e));
+            }
+            for m in &r.messages {
+                for f in m
+                    .findings
+                    .iter()
+                    .filter(|f| f.severity == crate::hl7::Severity::Error)
+                {
+                    parts.push(match &f.location {
+                        Some(l) => format!("{} at {l}", f.rule),
+                        None => f.rule.to_string(),
+                    });
+                }
+            }
+        }
+        let n = parts.len();
+        let shown: Vec<_> = parts.into_iter().take(10).collect();
+        format!(
+            "{n} error{}: {}{}",
+            if n == 1 { "" } else { "s" },
+            shown.join(", "),
+            if n > 10 { ", ..." } else { "" }
+        )
+    }
+
+    /// For records and sidecars: the reports as JSON (no field values).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "profile": self.profile,
+            "passed": self.passed(),
+            "payloads": self.reports,
+        })
+    }
+}
+
+/// Validate the HL7 payloads of a message from `sender`.
+pub fn check(
+    config: &Config,
+    sender: Option<&DirectAddress>,
+    payloads: &[Payload],
+    today: &str,
+) -> Result<Hl7Verdict, String> {
+    let profile = profile_for(config, sender)?;
+    let mut reports = Vec::new();
+    let mut message_types = Vec::new();
+    for p in payloads.iter().filter(|p| p.kind == PayloadKind::Hl7v2) {
+        if let Ok(messages) = crate::hl7::parse_messages_bytes(&p.data) {
+            for m in &messages {
+                let t = m.msh().message_type();
+                message_types.push(format!(
+                    "{}^{}",
+                    t.code.as_deref().unwrap_or(""),
+                    t.trigger_event.as_deref().unwrap_or("")
+                ));
+            }
+        }
+        if let Some(profile) = profile {
+            let options = Options {
+                profile,
+                environment: config.agent.environment,
+                allow_v231: config.hl7.allow_v231,
+                today: today.to_string(),
+            };
+            reports.push(validate_payload(&p.data, &options));
+        }
+    }
+    Ok(Hl7Verdict {
+        profile,
+        reports,
+        message_types,
+    })
+}
+
+/// The latest date that is "today" somewhere (UTC+14), as `YYYYMMDD`: a dose dated in the
+/// clinic's local date is never taken for one in the future because the agent runs in UTC.
+pub fn today(now: i64) -> String {
+    chrono::DateTime::from_timestamp(now + 14 * 3600, 0)
+        .unwrap_or_default()
+        .format("%Y%m%d")
+        .to_string()
+}
