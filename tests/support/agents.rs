@@ -40,6 +40,8 @@ pub struct Extra {
     pub smtp_in: Option<String>,
     /// Appended at the end (e.g. `[[imap]]` blocks).
     pub tail: Option<String>,
+    /// Replaces the default `[[sink]]` (a directory sink at `inbox` taking everything).
+    pub sinks: Option<String>,
 }
 
 fn write_config(
@@ -98,12 +100,14 @@ listen = "127.0.0.1:{port}"
 
 {smtp_out}
 {routes}
-[[sink]]
-kind = "directory"
-path = "{inbox}"
+{sinks}
 
 {tail}
 "#,
+        sinks = extra.sinks.clone().unwrap_or_else(|| format!(
+            "[[sink]]\nkind = \"directory\"\npath = \"{}\"\n",
+            me.inbox.display()
+        )),
         tail = extra.tail.clone().unwrap_or_default(),
         data = me.data_dir.display(),
         domain = me.domain,
@@ -116,7 +120,6 @@ path = "{inbox}"
         })
         .display(),
         port = me.smtp_port,
-        inbox = me.inbox.display(),
     );
     std::fs::write(dir.join(format!("{}.toml", me.name)), text).unwrap();
 }
