@@ -42,6 +42,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credential;
+pub mod demo;
 pub mod discovery;
 pub mod domain;
 pub mod hl7;

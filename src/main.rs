@@ -6,6 +6,10 @@
 const LOG_ENV: &str = "DIRECT_AGENT_LOG";
 
 fn main() {
+    // The demo writes its agents' logs to its own folder.
+    if std::env::args().nth(1).as_deref() == Some("demo") {
+        std::process::exit(direct_agent::cli::run());
+    }
     // A running agent logs its state changes (info); one-shot commands only warnings.
     let default = if std::env::args().any(|a| a == "serve") {
         "info"

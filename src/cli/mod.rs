@@ -74,6 +74,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Two agents exchanging a real Direct message on loopback: ping pong, a VXU with MDNs and an
+    /// ACK, an untrusted message quarantined, the onboarding review. No configuration needed.
+    Demo {
+        /// Keep the demo's folder (PKI, configurations, stores, sinks, logs) at DIR (new or empty).
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+    },
     /// Inspect and act on the outbound queue.
     Queue {
         #[command(subcommand)]
@@ -93,7 +100,17 @@ enum Command {
 
 /// Run the command line; returns the process exit code.
 pub fn run() -> i32 {
-    let cli = match Cli::try_parse() {
+    run_from(std::env::args_os())
+}
+
+/// Run the command line given as `args` (the first is the program name); returns the exit code.
+/// The demo runs the real commands through this.
+pub fn run_from<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
@@ -112,6 +129,7 @@ pub fn run() -> i32 {
         Command::Ping(args) => ping::run_ping(args, config),
         Command::Status { message_id, json } => serve::run_status(message_id, json, config),
         Command::Queue { command } => queue::run_queue(command, config),
+        Command::Demo { keep } => crate::demo::run(keep),
         Command::Quarantine { command } => queue::run_quarantine(command, config),
         Command::Credentials { command } => queue::run_credentials(command, config),
     }
