@@ -7,8 +7,10 @@
 //! can be (the directory sink rewrites the same file names).
 
 mod directory;
+mod mllp;
 
 pub use directory::DirectorySink;
+pub use mllp::{AckVerdict, FrameError, FrameReader, MllpSink, judge_ack};
 
 use std::sync::Mutex;
 
@@ -114,9 +116,36 @@ pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkConfigError> {
     };
     match &config.kind {
         SinkKind::Directory { path } => Ok(Box::new(DirectorySink::new(path.clone()))),
+        SinkKind::Mllp(m) => {
+            let connect_timeout = duration("connect_timeout", &m.connect_timeout).map_err(fail)?;
+            let ack_timeout = duration("ack_timeout", &m.ack_timeout).map_err(fail)?;
+            if m.host.trim().is_empty() {
+                return Err(fail("host is empty".into()));
+            }
+            if m.port == 0 {
+                return Err(fail("port 0 is not a port to connect to".into()));
+            }
+            Ok(Box::new(MllpSink::new(
+                m.host.clone(),
+                m.port,
+                connect_timeout,
+                ack_timeout,
+            )))
+        }
         other => Err(fail(format!(
             "kind {other:?} is not available in this build"
         ))),
+    }
+}
+
+/// A duration key of a sink, non-zero.
+fn duration(key: &str, value: &str) -> Result<std::time::Duration, String> {
+    match crate::config::parse_duration(value) {
+        Some(d) if !d.is_zero() => Ok(d),
+        Some(_) => Err(format!("{key} = {value:?} must be longer than zero")),
+        None => Err(format!(
+            "{key} = {value:?} is not a duration (write e.g. \"30s\", \"500ms\", \"2m\")"
+        )),
     }
 }
 
