@@ -6,9 +6,11 @@
 //! recorded it hands the message over again, so sinks are idempotent by Message-ID where they
 //! can be (the directory sink rewrites the same file names).
 
+mod command;
 mod directory;
 mod mllp;
 
+pub use command::{CommandConfigError, CommandSink};
 pub use directory::DirectorySink;
 pub use mllp::{AckVerdict, FrameError, FrameReader, MllpSink, judge_ack};
 
@@ -131,6 +133,17 @@ pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkConfigError> {
                 connect_timeout,
                 ack_timeout,
             )))
+        }
+        SinkKind::Command(c) => {
+            let timeout = duration("timeout", &c.timeout).map_err(fail)?;
+            let sink = CommandSink::new(
+                c.program.clone(),
+                c.args.clone(),
+                timeout,
+                c.permanent_exit_codes.clone(),
+            )
+            .map_err(|e| fail(e.to_string()))?;
+            Ok(Box::new(sink))
         }
         other => Err(fail(format!(
             "kind {other:?} is not available in this build"
