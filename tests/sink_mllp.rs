@@ -389,3 +389,20 @@ fn bad_durations_are_config_errors() {
     .expect("a bad duration is refused");
     assert!(err.to_string().contains("ack_timeout"), "{err}");
 }
+
+#[test]
+fn a_reply_over_one_mib_is_refused_transiently() {
+    let (port, peer) = peer(vec![Box::new(|_| {
+        let mut endless = vec![0x0B];
+        endless.extend(std::iter::repeat_n(b'A', 1024 * 1024 + 10));
+        vec![endless]
+    })]);
+    let outcome = deliver(&*sink(port, "5s"), &[hl7(sample())]);
+    // The peer may see a reset once the sink closes with its reply unread.
+    let _ = peer.join();
+    assert!(
+        matches!(&outcome, SinkOutcome::Transient(r)
+            if r.contains(&format!("127.0.0.1:{port}")) && r.contains("larger than 1048576 bytes")),
+        "{outcome:?}"
+    );
+}
