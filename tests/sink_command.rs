@@ -294,3 +294,15 @@ fn a_bad_timeout_is_a_build_error() {
         .expect("a bad timeout is refused");
     assert!(err.to_string().contains("timeout"), "{err}");
 }
+
+#[test]
+fn exit_zero_cannot_be_permanent() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = script(dir.path(), "ok.sh", "exit 0");
+    let mut c = config(program, &[], "10s");
+    if let SinkKind::Command(k) = &mut c.kind {
+        k.permanent_exit_codes = vec![65, 0];
+    }
+    let err = build(&c).err().expect("0 is refused");
+    assert!(err.to_string().contains("permanent_exit_codes"), "{err}");
+}

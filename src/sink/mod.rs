@@ -136,6 +136,11 @@ pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkConfigError> {
         }
         SinkKind::Command(c) => {
             let timeout = duration("timeout", &c.timeout).map_err(fail)?;
+            if c.permanent_exit_codes.contains(&0) {
+                return Err(fail(
+                    "permanent_exit_codes cannot list 0: exit 0 means accepted".into(),
+                ));
+            }
             let sink = CommandSink::new(
                 c.program.clone(),
                 c.args.clone(),
