@@ -6,10 +6,14 @@
 //! recorded it hands the message over again, so sinks are idempotent by Message-ID where they
 //! can be (the directory sink rewrites the same file names).
 
+mod command;
 mod directory;
+mod mllp;
 mod route;
 
+pub use command::{CommandConfigError, CommandSink};
 pub use directory::DirectorySink;
+pub use mllp::{AckVerdict, FrameError, FrameReader, MllpSink, judge_ack};
 pub use route::{RouteKey, RoutedSink, SinkSet, takes};
 
 use std::sync::Mutex;
@@ -120,9 +124,52 @@ pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkConfigError> {
     };
     match &config.kind {
         SinkKind::Directory { path } => Ok(Box::new(DirectorySink::new(path.clone()))),
+        SinkKind::Mllp(m) => {
+            let connect_timeout = duration("connect_timeout", &m.connect_timeout).map_err(fail)?;
+            let ack_timeout = duration("ack_timeout", &m.ack_timeout).map_err(fail)?;
+            if m.host.trim().is_empty() {
+                return Err(fail("host is empty".into()));
+            }
+            if m.port == 0 {
+                return Err(fail("port 0 is not a port to connect to".into()));
+            }
+            Ok(Box::new(MllpSink::new(
+                m.host.clone(),
+                m.port,
+                connect_timeout,
+                ack_timeout,
+            )))
+        }
+        SinkKind::Command(c) => {
+            let timeout = duration("timeout", &c.timeout).map_err(fail)?;
+            if c.permanent_exit_codes.contains(&0) {
+                return Err(fail(
+                    "permanent_exit_codes cannot list 0: exit 0 means accepted".into(),
+                ));
+            }
+            let sink = CommandSink::new(
+                c.program.clone(),
+                c.args.clone(),
+                timeout,
+                c.permanent_exit_codes.clone(),
+            )
+            .map_err(|e| fail(e.to_string()))?;
+            Ok(Box::new(sink))
+        }
         other => Err(fail(format!(
             "kind {other:?} is not available in this build"
         ))),
+    }
+}
+
+/// A duration key of a sink, non-zero.
+fn duration(key: &str, value: &str) -> Result<std::time::Duration, String> {
+    match crate::config::parse_duration(value) {
+        Some(d) if !d.is_zero() => Ok(d),
+        Some(_) => Err(format!("{key} = {value:?} must be longer than zero")),
+        None => Err(format!(
+            "{key} = {value:?} is not a duration (write e.g. \"30s\", \"500ms\", \"2m\")"
+        )),
     }
 }
 
