@@ -7,8 +7,12 @@
 //! can be (the directory sink rewrites the same file names).
 
 mod directory;
+mod http;
+mod soap;
 
 pub use directory::DirectorySink;
+pub use http::HttpSink;
+pub use soap::SoapSink;
 
 use std::sync::Mutex;
 
@@ -114,6 +118,8 @@ pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkConfigError> {
     };
     match &config.kind {
         SinkKind::Directory { path } => Ok(Box::new(DirectorySink::new(path.clone()))),
+        SinkKind::Http(h) => Ok(Box::new(HttpSink::new(&name, h)?)),
+        SinkKind::Soap(s) => Ok(Box::new(SoapSink::new(&name, s)?)),
         other => Err(fail(format!(
             "kind {other:?} is not available in this build"
         ))),
