@@ -239,9 +239,34 @@ fn timeout_is_transient() {
 fn connection_refused_is_transient() {
     let url = format!("http://127.0.0.1:{}/in", closed_port());
     match deliver(http_sink(&url, "").as_ref(), 1) {
-        SinkOutcome::Transient(reason) => assert!(reason.contains(&url), "{reason}"),
+        SinkOutcome::Transient(reason) => {
+            assert!(reason.contains(&url), "{reason}");
+            assert!(reason.contains("TLS failed"), "{reason}");
+        }
         other => panic!("expected Transient, got {other:?}"),
     }
+}
+
+#[test]
+fn https_with_tls_ca_is_accepted_and_an_untrusted_server_is_transient() {
+    let peer = HttpSinkPeer::start_tls("200");
+    let url = peer.https_url("in");
+    let ca = peer.ca_pem();
+    let trusting = http_sink(&url, &format!("tls_ca = \"{}\"\n", ca.display()));
+    assert_eq!(
+        deliver(trusting.as_ref(), 1),
+        SinkOutcome::accepted(format!("http:{url} 200"))
+    );
+    assert_eq!(peer.requests().len(), 1);
+    // With the system roots the self-signed server is not trusted: nothing is sent.
+    match deliver(http_sink(&url, "").as_ref(), 1) {
+        SinkOutcome::Transient(reason) => {
+            assert!(reason.contains(&url), "{reason}");
+            assert!(reason.contains("TLS failed"), "{reason}");
+        }
+        other => panic!("expected Transient, got {other:?}"),
+    }
+    assert_eq!(peer.requests().len(), 1);
 }
 
 #[test]

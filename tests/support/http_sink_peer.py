@@ -1,8 +1,8 @@
 """A loopback HTTP peer for the http and soap sink tests.
 
-Usage: http_sink_peer.py RECORD_FILE [DEFAULT_MODE]
+Usage: http_sink_peer.py RECORD_FILE [DEFAULT_MODE [CERT_PEM KEY_PEM]]
 
-Listens on 127.0.0.1 (a port the kernel chooses, printed as "port N" on stdout), records every
+Listens on 127.0.0.1 (HTTPS with CERT_PEM and KEY_PEM when given) (a port the kernel chooses, printed as "port N" on stdout), records every
 request as one JSON line in RECORD_FILE (method, path, headers, body as base64, and for SOAP
 requests the parsed submitSingleMessage fields), then answers according to the mode: the first
 path segment (/401/anything -> 401), or DEFAULT_MODE when that is not a mode. Modes:
@@ -21,6 +21,7 @@ Stops when its standard input closes.
 import base64
 import http.server
 import json
+import ssl
 import sys
 import threading
 import time
@@ -148,6 +149,10 @@ class Server(http.server.ThreadingHTTPServer):
 
 
 server = Server(("127.0.0.1", 0), Handler)
+if len(sys.argv) > 4:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[3], sys.argv[4])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
 print("port %d" % server.server_address[1], flush=True)
 threading.Thread(target=server.serve_forever, daemon=True).start()
 sys.stdin.read()

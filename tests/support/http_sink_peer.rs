@@ -2,7 +2,8 @@
 //! `http.server`) on 127.0.0.1, answering by the first path segment (`/401/…`, `/soap-aa/…`, see
 //! the script) and recording every request (method, path, headers, body, parsed SOAP fields) as
 //! a JSON line, read back with [`HttpSinkPeer::requests`]. It stops when its standard input
-//! closes (on drop, or when the test process dies).
+//! closes (on drop, or when the test process dies). [`HttpSinkPeer::start_tls`] serves HTTPS
+//! with a fresh self-signed certificate for 127.0.0.1 made by the `openssl` CLI.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use base64::Engine;
 use serde::Deserialize;
 use tempfile::TempDir;
 
-use super::{ChildGuard, log_file, require_program};
+use super::{ChildGuard, log_file, require_program, run};
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -60,13 +61,28 @@ pub struct HttpSinkPeer {
 impl HttpSinkPeer {
     /// Start the peer; paths without a mode segment are answered with `default_mode`.
     pub fn start(default_mode: &str) -> HttpSinkPeer {
+        HttpSinkPeer::launch(default_mode, false)
+    }
+
+    /// [`HttpSinkPeer::start`] over HTTPS; its certificate is [`HttpSinkPeer::ca_pem`].
+    pub fn start_tls(default_mode: &str) -> HttpSinkPeer {
+        HttpSinkPeer::launch(default_mode, true)
+    }
+
+    fn launch(default_mode: &str, tls: bool) -> HttpSinkPeer {
         require_program("python3", "apt-get install -y python3");
         let dir = TempDir::new().expect("temp dir");
         let log = dir.path().join("peer.log");
-        let child = Command::new("python3")
+        let mut command = Command::new("python3");
+        command
             .arg(SCRIPT)
             .arg(dir.path().join("requests.jsonl"))
-            .arg(default_mode)
+            .arg(default_mode);
+        if tls {
+            let (cert, key) = self_signed(dir.path());
+            command.arg(cert).arg(key);
+        }
+        let child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log_file(&log))
@@ -98,6 +114,16 @@ impl HttpSinkPeer {
         format!("http://127.0.0.1:{}/{rel}", self.port)
     }
 
+    /// `https://127.0.0.1:PORT/REL` (for [`HttpSinkPeer::start_tls`]).
+    pub fn https_url(&self, rel: &str) -> String {
+        format!("https://127.0.0.1:{}/{rel}", self.port)
+    }
+
+    /// The self-signed certificate of [`HttpSinkPeer::start_tls`] (its own CA).
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
     fn record_path(&self) -> PathBuf {
         self.dir.path().join("requests.jsonl")
     }
@@ -110,4 +136,28 @@ impl HttpSinkPeer {
             .map(|l| serde_json::from_str(l).expect("a JSON line from the peer"))
             .collect()
     }
+}
+
+/// A self-signed CA certificate and key for 127.0.0.1 in `dir`.
+fn self_signed(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    require_program("openssl", "apt-get install -y openssl");
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=http-sink-peer.test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    (cert, key)
 }
