@@ -8,13 +8,17 @@
 
 mod command;
 mod directory;
+mod http;
 mod mllp;
 mod route;
+mod soap;
 
 pub use command::{CommandConfigError, CommandSink};
 pub use directory::DirectorySink;
+pub use http::HttpSink;
 pub use mllp::{AckVerdict, FrameError, FrameReader, MllpSink, judge_ack};
 pub use route::{RouteKey, RoutedSink, SinkSet, takes};
+pub use soap::SoapSink;
 
 use std::sync::Mutex;
 
@@ -156,9 +160,8 @@ pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkConfigError> {
             .map_err(|e| fail(e.to_string()))?;
             Ok(Box::new(sink))
         }
-        other => Err(fail(format!(
-            "kind {other:?} is not available in this build"
-        ))),
+        SinkKind::Http(h) => Ok(Box::new(HttpSink::new(&name, h)?)),
+        SinkKind::Soap(s) => Ok(Box::new(SoapSink::new(&name, s)?)),
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod dnsmasq;
 pub mod dovecot;
 pub mod http;
+pub mod http_sink_peer;
 pub mod pki;
 pub mod slapd;
 pub mod smtp_peer;
