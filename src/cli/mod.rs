@@ -8,9 +8,11 @@
 mod anchors;
 pub(crate) mod bundles;
 mod certs;
+mod hl7;
 mod message;
 mod ping;
 mod queue;
+mod review;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +63,11 @@ enum Command {
         #[command(subcommand)]
         command: bundles::BundlesCommand,
     },
+    /// Work with HL7 v2 payloads: the onboarding review of a partner's test messages.
+    Hl7 {
+        #[command(subcommand)]
+        command: hl7::Hl7Command,
+    },
     /// Run the agent: inbound SMTP, IMAP polling, inbound processing and outbound delivery.
     Serve,
     /// Seal a payload with the configured keys and queue it for delivery (prints the Message-ID).
@@ -107,6 +114,7 @@ pub fn run() -> i32 {
         Command::Certs { command } => certs::run(command, config),
         Command::Anchors { command } => anchors::run(command, config),
         Command::Bundles { command } => bundles::run(command, config),
+        Command::Hl7 { command } => hl7::run(command),
         Command::Serve => serve::run_serve(config),
         Command::Send(args) => serve::run_send(args, config),
         Command::Ping(args) => ping::run_ping(args, config),
