@@ -1,6 +1,7 @@
 //! The `direct-agent` command line. Exit codes are a contract (README, "Exit codes"):
-//! 0 ok; 1 an operation failed (e.g. a bundle refresh); 2 usage or configuration; 3 cannot
-//! decrypt; 4 signature invalid or missing; 5 signer not trusted; 6 malformed message.
+//! 0 ok; 1 an operation failed (e.g. a bundle refresh, or a message failed `hl7 review`);
+//! 2 usage or configuration; 3 cannot decrypt; 4 signature invalid or missing; 5 signer not
+//! trusted; 6 malformed message.
 //!
 //! `--config FILE` is global: every command that reads the configuration resolves it with
 //! [`Config::locate`] (the flag, else `DIRECT_AGENT_CONFIG`, else the default path).
