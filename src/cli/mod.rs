@@ -1,6 +1,7 @@
 //! The `direct-agent` command line. Exit codes are a contract (README, "Exit codes"):
-//! 0 ok; 1 an operation failed (e.g. a bundle refresh); 2 usage or configuration; 3 cannot
-//! decrypt; 4 signature invalid or missing; 5 signer not trusted; 6 malformed message.
+//! 0 ok; 1 an operation failed (e.g. a bundle refresh, or a message failed `hl7 review`);
+//! 2 usage or configuration; 3 cannot decrypt; 4 signature invalid or missing; 5 signer not
+//! trusted; 6 malformed message.
 //!
 //! `--config FILE` is global: every command that reads the configuration resolves it with
 //! [`Config::locate`] (the flag, else `DIRECT_AGENT_CONFIG`, else the default path).
@@ -8,9 +9,11 @@
 mod anchors;
 pub(crate) mod bundles;
 mod certs;
+mod hl7;
 mod message;
 mod ping;
 mod queue;
+mod review;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -60,6 +63,11 @@ enum Command {
     Bundles {
         #[command(subcommand)]
         command: bundles::BundlesCommand,
+    },
+    /// Work with HL7 v2 payloads: the onboarding review of a partner's test messages.
+    Hl7 {
+        #[command(subcommand)]
+        command: hl7::Hl7Command,
     },
     /// Run the agent: inbound SMTP, IMAP polling, inbound processing and outbound delivery.
     Serve,
@@ -124,6 +132,7 @@ where
         Command::Certs { command } => certs::run(command, config),
         Command::Anchors { command } => anchors::run(command, config),
         Command::Bundles { command } => bundles::run(command, config),
+        Command::Hl7 { command } => hl7::run(command),
         Command::Serve => serve::run_serve(config),
         Command::Send(args) => serve::run_send(args, config),
         Command::Ping(args) => ping::run_ping(args, config),
