@@ -288,3 +288,19 @@ fn bad_settings_are_refused_by_key() {
         assert!(err.contains(key), "{err}");
     }
 }
+
+/// Regression: the trust fetcher (CRL, AIA, bundles) on an https:// URL answers with an error
+/// naming the URL (the server's certificate is not in the system roots); it used to panic in
+/// ureq because the native-tls build had no root store configured.
+#[test]
+fn the_trust_fetcher_handles_https_urls_without_panicking() {
+    use direct_agent::trust::fetch::{Fetcher, HttpFetcher};
+    let peer = HttpSinkPeer::start_tls("200");
+    let url = peer.https_url("crl/x.crl");
+    let fetcher = HttpFetcher::new(std::time::Duration::from_secs(5));
+    let err = fetcher
+        .fetch(&url)
+        .expect_err("a self-signed server is not trusted");
+    assert!(err.to_string().contains(&url), "{err}");
+    assert!(peer.requests().is_empty());
+}

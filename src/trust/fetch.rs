@@ -29,8 +29,11 @@ pub struct HttpFetcher {
 
 impl HttpFetcher {
     pub fn new(timeout: Duration) -> Self {
+        // ureq's default roots are webpki's, which the native-tls build does not have: without
+        // this an https:// CRL, AIA or bundle URL made ureq panic instead of fetching.
         let tls = ureq::tls::TlsConfig::builder()
             .provider(ureq::tls::TlsProvider::NativeTls)
+            .root_certs(ureq::tls::RootCerts::PlatformVerifier)
             .build();
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
