@@ -2,7 +2,8 @@
 //! ([`validate_payload`]), folds the reports into a [`Review`] and prints it (text or JSON);
 //! `--html OUT` also writes the page for the onboarding file.
 //!
-//! A DIR is read non-recursively: its files ending `.hl7`, `.txt` or `.er7` (any case), sorted
+//! A DIR is read non-recursively: its files ending `.hl7` or `.er7`, and `.txt` files that start
+//! like HL7 (MSH, FHS or BHS; so a sink folder's Direct Context `metadata.txt` is left out), sorted
 //! by name. A FILE named on the command line is reviewed whatever its name.
 //!
 //! Exit codes: 0 every message passed; 1 ([`EXIT_FAILED`]) at least one message failed or a file
@@ -159,7 +160,10 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
                 entry.map_err(|e| format!("cannot list directory {}: {e}", path.display()))?;
             let p = entry.path();
             // fs::metadata follows symbolic links: a link to a message file is reviewed.
-            if has_reviewed_extension(&p) && fs::metadata(&p).is_ok_and(|m| m.is_file()) {
+            if has_reviewed_extension(&p)
+                && fs::metadata(&p).is_ok_and(|m| m.is_file())
+                && (!is_txt(&p) || starts_like_hl7(&p))
+            {
                 found.push(p);
             }
         }
@@ -167,6 +171,27 @@ fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
         files.extend(found);
     }
     Ok(files)
+}
+
+fn is_txt(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("txt"))
+}
+
+/// A `.txt` file in a folder is reviewed only when it starts like HL7 (`MSH|`, `FHS|`, `BHS|`):
+/// a sink's folder also holds the Direct Context `metadata.txt` of each message.
+fn starts_like_hl7(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    let n = fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    let text = String::from_utf8_lossy(&head[..n]);
+    let text = text.trim_start_matches('\u{feff}').trim_start();
+    ["MSH", "FHS", "BHS"]
+        .iter()
+        .any(|s| text.len() > 3 && text.starts_with(s))
 }
 
 fn has_reviewed_extension(path: &Path) -> bool {
@@ -212,9 +237,12 @@ mod tests {
     #[test]
     fn directories_are_filtered_and_sorted() {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["b.hl7", "a.TXT", "c.er7", "notes.md", "d"] {
+        for name in ["b.hl7", "c.er7", "notes.md", "d"] {
             fs::write(dir.path().join(name), "x").unwrap();
         }
+        // A .txt is taken when it starts like HL7; a Direct Context metadata.txt is not.
+        fs::write(dir.path().join("a.TXT"), "MSH|^~\\&|A\r").unwrap();
+        fs::write(dir.path().join("metadata.txt"), "version: 1.1\n").unwrap();
         fs::create_dir(dir.path().join("sub.hl7")).unwrap();
         let files = collect_files(&[dir.path().to_path_buf()]).unwrap();
         let names: Vec<_> = files

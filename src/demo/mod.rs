@@ -367,11 +367,11 @@ fn run_steps(dir: &Path) -> Result<i32, String> {
         }
     );
     println!(
-        "   A's inbox (MDN-free; the HL7 ACK from B): {}",
+        "   A's inbox (the HL7 ACK from B):      {}",
         a.inbox.display()
     );
     println!(
-        "   B's inbox (the VXU and its sidecar):       {}",
+        "   B's inbox (the VXU and its sidecar): {}",
         b.inbox.display()
     );
     println!("   review: {}", dir.join("review.html").display());
