@@ -19,11 +19,17 @@ fn the_demo_runs_every_step_and_logs_no_phi() {
         assert!(stdout.contains(&format!("[{step}/7]")), "{stdout}");
     }
     assert_eq!(stdout.matches("-> ok:").count(), 7, "{stdout}");
-    assert!(stdout.contains("connectivity verified: every step passed"), "{stdout}");
+    assert!(
+        stdout.contains("connectivity verified: every step passed"),
+        "{stdout}"
+    );
     // `send --wait` reports on stderr, as it does on its own.
     assert!(stderr.contains("iis@hisp-b.example: complete"), "{stderr}");
     assert!(stdout.contains("MSA|AA|DEMO-0001"), "{stdout}");
-    assert!(stdout.contains("no path to a configured trust anchor"), "{stdout}");
+    assert!(
+        stdout.contains("no path to a configured trust anchor"),
+        "{stdout}"
+    );
     assert!(stdout.contains("every step passed"), "{stdout}");
     // What it names is there.
     assert!(keep.join("review.html").is_file());
@@ -36,7 +42,10 @@ fn the_demo_runs_every_step_and_logs_no_phi() {
     assert_eq!(inbox.len(), 1, "B's sink holds the one VXU");
     // The transcript and the agents' log carry no patient data from the VXU.
     let log = std::fs::read_to_string(keep.join("agents.log")).unwrap();
-    assert!(log.contains("message accepted"), "the log is written: {log}");
+    assert!(
+        log.contains("message accepted"),
+        "the log is written: {log}"
+    );
     for canary in ["TESTPATIENT", "1 TEST ST", "LOT123"] {
         assert!(!log.contains(canary), "{canary} in the agents' log");
         assert!(!stdout.contains(canary), "{canary} in the transcript");

@@ -243,3 +243,126 @@ fn sinks_take_only_the_message_types_they_list() {
         "{q}"
     );
 }
+
+/// An MLLP interface engine on loopback that answers every message with `msa1` (and an ERR for
+/// AE), echoing MSH-10 in MSA-2. Returns its port; the thread ends with the test process.
+fn mllp_engine(msa1: &'static str) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let Ok(n) = s.read(&mut chunk) else { break };
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(end) = buf.windows(2).position(|w| w == [0x1c, 0x0d]) {
+                    let frame = String::from_utf8_lossy(&buf[1..end]).into_owned();
+                    buf.drain(..end + 2);
+                    let control = frame
+                        .split('\r')
+                        .next()
+                        .and_then(|msh| msh.split('|').nth(9))
+                        .unwrap_or("")
+                        .to_string();
+                    let mut ack = format!(
+                        "MSH|^~\\&|ENGINE|STATE-IIS|IIS|STATE-IIS|20261206120000+0000||ACK^V04^ACK|E{control}|T|2.5.1\rMSA|{msa1}|{control}\r"
+                    );
+                    if msa1 != "AA" {
+                        ack.push_str("ERR||RXA^1^5^1^1|103^Table value not found^HL70357|E\r");
+                    }
+                    let mut out = vec![0x0b];
+                    out.extend_from_slice(ack.as_bytes());
+                    out.extend_from_slice(&[0x1c, 0x0d]);
+                    let _ = s.write_all(&out);
+                }
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn an_engine_refusal_over_mllp_is_quarantined_and_its_ack_sent_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = mllp_engine("AE");
+    let b_extra = Extra {
+        sinks: Some(format!(
+            "[[sink]]\nname = \"engine\"\nkind = \"mllp\"\nhost = \"127.0.0.1\"\nport = {port}\nack_timeout = \"5s\"\nmessage_types = [\"VXU^V04\"]\n"
+        )),
+        tail: Some(HL7_ACKS.into()),
+        ..Extra::default()
+    };
+    let (a, b) = two_agents(dir.path(), &Extra::default(), &b_extra);
+    let ra = start(&a);
+    let rb = start(&b);
+    let id = send(&a, &sample("vxu-v04.hl7"), &["--request-mdn"]);
+    // The engine's own ACK (AE, from ENGINE) reaches the sender, not one of ours.
+    let acked = wait_until(Duration::from_secs(30), || {
+        hl7_files(&a.inbox)
+            .iter()
+            .any(|t| t.contains("MSA|AE|DEMO-0001") && t.contains("|ENGINE|"))
+    });
+    assert!(acked, "A:\n{}\nB:\n{}", ra.log_text(), rb.log_text());
+    let q = quarantine(&b);
+    assert_eq!(q[0]["reason_kind"], "sink", "{q}");
+    assert!(q[0]["reason"].as_str().unwrap().contains("AE"), "{q}");
+    let failed = wait_until(Duration::from_secs(30), || {
+        let out = cli(&a, &["status", &id, "--json"]).output().unwrap();
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        s[0]["state"] == "failed"
+    });
+    assert!(failed, "A:\n{}", ra.log_text());
+}
+
+#[test]
+fn an_engine_acceptance_over_mllp_completes_the_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = mllp_engine("AA");
+    let b_extra = Extra {
+        sinks: Some(format!(
+            "[[sink]]\nname = \"engine\"\nkind = \"mllp\"\nhost = \"127.0.0.1\"\nport = {port}\n"
+        )),
+        tail: Some(HL7_ACKS.into()),
+        ..Extra::default()
+    };
+    let (a, b) = two_agents(dir.path(), &Extra::default(), &b_extra);
+    let ra = start(&a);
+    let rb = start(&b);
+    let out = cli(
+        &a,
+        &[
+            "send",
+            "--from",
+            "ehr@hisp-a.example",
+            "--to",
+            "iis@hisp-b.example",
+            "--request-mdn",
+            "--wait",
+            "--timeout",
+            "60s",
+            "--in",
+        ],
+    )
+    .arg(sample("vxu-v04.hl7"))
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\nA:\n{}\nB:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        ra.log_text(),
+        rb.log_text()
+    );
+    let acked = wait_until(Duration::from_secs(30), || {
+        hl7_files(&a.inbox)
+            .iter()
+            .any(|t| t.contains("MSA|AA|DEMO-0001") && t.contains("|ENGINE|"))
+    });
+    assert!(acked, "A:\n{}", ra.log_text());
+}
