@@ -11,7 +11,7 @@
 //!           --trust::validate (path, CRL, binding)--> mime::payload::extract --> payloads
 //!           (orchestrated by message::open)
 //! running:  SMTP in / IMAP --transport--> spool (fsync, then 250 / \Seen) --agent::inbound-->
-//!           message::open --> sinks, else quarantine
+//!           message::open --> hl7::validate --> sink::SinkSet (routing) --> sinks, else quarantine
 //!           send --agent::outbound--> message::seal --> spool queue --transport::smtp_out--> MX/route
 //! ```
 //!
@@ -29,10 +29,12 @@
 //!   quarantine, duplicate keys, disabled credentials (SQLite, behind the `Spool` trait).
 //! - [`transport`]: the network edges: inbound SMTP listener, outbound SMTP delivery (routes,
 //!   MX), the IMAP edge poller.
-//! - [`sink`]: where accepted payloads go (`Sink` trait; the directory sink).
+//! - [`sink`]: where accepted payloads go (`Sink` trait; directory, MLLP, HTTP, SOAP and command
+//!   sinks; routing by sender, recipient domain and message type).
 //! - [`agent`]: the running agent: `serve` ties listeners, pollers and workers together; the
 //!   inbound pipeline (spool → open → sinks | quarantine) and the outbound one (seal → queue →
 //!   deliver).
+//! - [`demo`]: `direct-agent demo`, the whole product on loopback with a throwaway PKI.
 //! - [`cli`]: the `direct-agent` command line.
 #![deny(unsafe_code)]
 

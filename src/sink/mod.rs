@@ -1,6 +1,9 @@
-//! Sinks: where the payloads of an accepted message are handed on (a folder, an interface engine,
-//! an IIS web service). A [`Sink`] takes one message's payloads with their metadata and answers
-//! accepted, transient failure (try again later) or permanent failure (quarantine).
+//! Sinks: where the payloads of an accepted message are handed on: a folder ([`DirectorySink`]),
+//! an interface engine over MLLP ([`MllpSink`]), an HTTP endpoint ([`HttpSink`]), the CDC IIS
+//! web service ([`SoapSink`]) or a program ([`CommandSink`]). A [`Sink`] takes one message's
+//! payloads with their metadata and answers accepted, transient failure (try again later),
+//! permanent failure (quarantine) or credential refused (disabled, never retried). [`SinkSet`]
+//! picks the sinks a message goes to from the `[[sink]]` routing keys.
 //!
 //! Delivery is at-least-once: an agent that crashes after a sink accepted but before the spool
 //! recorded it hands the message over again, so sinks are idempotent by Message-ID where they
