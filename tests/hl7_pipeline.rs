@@ -204,11 +204,15 @@ fn a_reject_sink_takes_what_fails_validation() {
 fn sinks_take_only_the_message_types_they_list() {
     let dir = tempfile::tempdir().unwrap();
     let (vxu, qbp) = (dir.path().join("b-vxu"), dir.path().join("b-qbp"));
+    // A fallback sink takes only what no deliver sink takes (here: never a VXU, and not the
+    // attachment either, because it lists message types).
+    let other = dir.path().join("b-other");
     let b_extra = Extra {
         sinks: Some(format!(
-            "[[sink]]\nname = \"vxu\"\nkind = \"directory\"\npath = \"{}\"\nmessage_types = [\"VXU^V04\"]\n\n[[sink]]\nname = \"queries\"\nkind = \"directory\"\npath = \"{}\"\nmessage_types = [\"QBP\"]\nsenders = [\"hisp-a.example\"]\n",
+            "[[sink]]\nname = \"vxu\"\nkind = \"directory\"\npath = \"{}\"\nmessage_types = [\"VXU^V04\"]\n\n[[sink]]\nname = \"queries\"\nkind = \"directory\"\npath = \"{}\"\nmessage_types = [\"QBP\"]\nsenders = [\"hisp-a.example\"]\n\n[[sink]]\nname = \"other\"\nkind = \"directory\"\npath = \"{}\"\nrole = \"fallback\"\nmessage_types = [\"VXU^V04\"]\n",
             vxu.display(),
-            qbp.display()
+            qbp.display(),
+            other.display()
         )),
         ..Extra::default()
     };
@@ -232,6 +236,10 @@ fn sinks_take_only_the_message_types_they_list() {
     });
     assert!(done, "A:\n{}\nB:\n{}", ra.log_text(), rb.log_text());
     assert!(hl7_files(&vxu)[0].contains("VXU^V04"));
+    assert!(
+        sidecars(&other).is_empty(),
+        "the fallback took a message a deliver sink took"
+    );
     assert!(hl7_files(&qbp)[0].contains("QBP^Q11"));
     let q = quarantine(&b);
     assert_eq!(q[0]["reason_kind"], "route", "{q}");
@@ -365,4 +373,38 @@ fn an_engine_acceptance_over_mllp_completes_the_message() {
             .any(|t| t.contains("MSA|AA|DEMO-0001") && t.contains("|ENGINE|"))
     });
     assert!(acked, "A:\n{}", ra.log_text());
+}
+
+#[test]
+fn a_fallback_sink_takes_what_no_deliver_sink_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vxu, other) = (dir.path().join("b-vxu"), dir.path().join("b-other"));
+    let b_extra = Extra {
+        sinks: Some(format!(
+            "[[sink]]\nkind = \"directory\"\npath = \"{}\"\nmessage_types = [\"VXU^V04\"]\n\n[[sink]]\nkind = \"directory\"\npath = \"{}\"\nrole = \"fallback\"\n",
+            vxu.display(),
+            other.display()
+        )),
+        ..Extra::default()
+    };
+    let (a, b) = two_agents(dir.path(), &Extra::default(), &b_extra);
+    let ra = start(&a);
+    let rb = start(&b);
+    send(&a, &sample("vxu-v04.hl7"), &[]);
+    let note = dir.path().join("note.txt");
+    std::fs::write(&note, "not HL7").unwrap();
+    send(
+        &a,
+        &note,
+        &["--content-type", "text/plain", "--filename", "note.txt"],
+    );
+    let done = wait_until(Duration::from_secs(30), || {
+        sidecars(&vxu).len() == 1 && sidecars(&other).len() == 1
+    });
+    assert!(done, "A:\n{}\nB:\n{}", ra.log_text(), rb.log_text());
+    assert!(
+        hl7_files(&other).is_empty(),
+        "the VXU went to the fallback too"
+    );
+    assert!(quarantine(&b).as_array().unwrap().is_empty());
 }

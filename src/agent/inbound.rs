@@ -295,7 +295,10 @@ pub fn process(
         };
     }
 
-    let chosen = sinks.select(SinkRole::Deliver, &key);
+    let mut chosen = sinks.select(SinkRole::Deliver, &key);
+    if chosen.is_empty() {
+        chosen = sinks.select(SinkRole::Fallback, &key);
+    }
     if chosen.is_empty() {
         return Processed {
             outcome: InboundOutcome::Quarantined {

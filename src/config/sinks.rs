@@ -36,7 +36,8 @@ pub struct SinkRoute {
     /// empty: any, including non-HL7 payloads.
     #[serde(default)]
     pub message_types: Vec<String>,
-    /// `deliver` (default): accepted messages; `reject`: messages that failed HL7 validation.
+    /// `deliver` (default): accepted messages; `fallback`: accepted messages no `deliver` sink
+    /// takes; `reject`: messages that failed HL7 validation.
     #[serde(default)]
     pub role: SinkRole,
 }
@@ -47,6 +48,7 @@ pub struct SinkRoute {
 pub enum SinkRole {
     #[default]
     Deliver,
+    Fallback,
     Reject,
 }
 
