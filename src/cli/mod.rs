@@ -12,6 +12,7 @@ mod certs;
 mod hl7;
 mod message;
 mod ping;
+mod progress;
 mod queue;
 mod review;
 mod serve;

@@ -26,8 +26,15 @@ pub enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Make a queued or failed entry due now.
-    Retry { id: i64 },
+    /// Make a queued or failed entry due now; `--failed` resends every failed entry (bulk resend,
+    /// e.g. after a partner's outage outlasted the retry lifetime).
+    Retry {
+        #[arg(required_unless_present = "failed", conflicts_with = "failed")]
+        id: Option<i64>,
+        /// Every failed entry instead of one.
+        #[arg(long)]
+        failed: bool,
+    },
     /// Drop a queued or failed entry (kept as `dropped` for the record).
     Drop { id: i64 },
 }
@@ -48,8 +55,19 @@ pub enum QuarantineCommand {
         #[arg(long, value_name = "FILE")]
         raw: Option<PathBuf>,
     },
-    /// Put a quarantined message back for processing (after fixing the cause, e.g. adding an anchor).
-    Release { id: i64 },
+    /// Put a quarantined message back for processing (after fixing the cause, e.g. adding an
+    /// anchor); `--kind trust` releases every message quarantined for that reason, `--all` all.
+    Release {
+        #[arg(required_unless_present_any = ["kind", "all"], conflicts_with_all = ["kind", "all"])]
+        id: Option<i64>,
+        /// Every quarantined message of this refusal class (decrypt, signature, trust, malformed,
+        /// address, hl7, route, sink, notification).
+        #[arg(long, conflicts_with = "all")]
+        kind: Option<String>,
+        /// Every quarantined message.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,7 +190,32 @@ pub fn run_queue(cmd: QueueCommand, config: Option<&Path>) -> i32 {
             }
             0
         }
-        QueueCommand::Retry { id } => match spool.retry(id, now) {
+        QueueCommand::Retry { id: None, .. } => {
+            let entries = match spool.list_outbound(Some(OutboundState::Failed)) {
+                Ok(e) => e,
+                Err(e) => return failed(e),
+            };
+            let mut progress = super::progress::Progress::new("resent", entries.len());
+            let mut due = 0;
+            for e in &entries {
+                match spool.retry(e.id, now) {
+                    Ok(true) => due += 1,
+                    Ok(false) => {}
+                    Err(err) => {
+                        progress.finish();
+                        return failed(err);
+                    }
+                }
+                progress.tick();
+            }
+            progress.finish();
+            println!(
+                "{due} of {} failed entries are due now (the running agent sends them)",
+                entries.len()
+            );
+            0
+        }
+        QueueCommand::Retry { id: Some(id), .. } => match spool.retry(id, now) {
             Ok(true) => {
                 println!("entry {id} is due now");
                 0
@@ -266,7 +309,37 @@ pub fn run_quarantine(cmd: QuarantineCommand, config: Option<&Path>) -> i32 {
             }
             0
         }
-        QuarantineCommand::Release { id } => match spool.release(id, now) {
+        QuarantineCommand::Release { id: None, kind, .. } => {
+            let entries = match spool.list_inbound(Some(InboundState::Quarantined)) {
+                Ok(e) => e,
+                Err(e) => return failed(e),
+            };
+            let chosen: Vec<_> = entries
+                .iter()
+                .filter(|e| kind.is_none() || e.reason_kind == kind)
+                .collect();
+            let mut progress = super::progress::Progress::new("released", chosen.len());
+            let mut released = 0;
+            for e in &chosen {
+                match spool.release(e.id, now) {
+                    Ok(true) => released += 1,
+                    Ok(false) => {}
+                    Err(err) => {
+                        progress.finish();
+                        return failed(err);
+                    }
+                }
+                progress.tick();
+            }
+            progress.finish();
+            println!(
+                "{released} message(s) released{}: the running agent processes them again",
+                kind.map(|k| format!(" (quarantined for {k})"))
+                    .unwrap_or_default()
+            );
+            0
+        }
+        QuarantineCommand::Release { id: Some(id), .. } => match spool.release(id, now) {
             Ok(true) => {
                 println!("message {id} released: the running agent processes it again");
                 0

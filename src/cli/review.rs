@@ -11,7 +11,7 @@
 //! be read, nothing to review, or the HTML page could not be written.
 
 use std::fs;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
@@ -23,9 +23,6 @@ use super::{EXIT_FAILED, usage};
 
 /// File name endings reviewed in a directory.
 const EXTENSIONS: [&str; 3] = ["hl7", "txt", "er7"];
-
-/// Above this many files, a terminal shows progress.
-const PROGRESS_ABOVE: usize = 20;
 
 #[derive(Args, Debug)]
 pub struct ReviewArgs {
@@ -88,15 +85,13 @@ pub fn run_review(a: ReviewArgs) -> i32 {
         today: chrono::Local::now().format("%Y%m%d").to_string(),
     };
 
-    let progress = files.len() > PROGRESS_ABOVE && std::io::stderr().is_terminal();
+    let mut progress = super::progress::Progress::new("reviewed", files.len());
     let mut reports = Vec::with_capacity(files.len());
-    for (n, path) in files.iter().enumerate() {
+    for path in &files {
         let bytes = match fs::read(path) {
             Ok(b) => b,
             Err(e) => {
-                if progress {
-                    eprintln!();
-                }
+                progress.finish();
                 return usage(format!("cannot read {}: {e}", path.display()));
             }
         };
@@ -104,14 +99,9 @@ pub fn run_review(a: ReviewArgs) -> i32 {
             path.display().to_string(),
             validate_payload(&bytes, &options),
         ));
-        if progress {
-            eprint!("\rreviewed {}/{}", n + 1, files.len());
-            let _ = std::io::stderr().flush();
-        }
+        progress.tick();
     }
-    if progress {
-        eprintln!();
-    }
+    progress.finish();
 
     let review = Review::build(&reports);
     if a.json {
