@@ -8,6 +8,7 @@
 mod anchors;
 pub(crate) mod bundles;
 mod certs;
+mod hl7;
 mod message;
 mod ping;
 mod queue;
@@ -74,6 +75,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Validate HL7 v2 immunization messages (profiles header and immunization).
+    Hl7 {
+        #[command(subcommand)]
+        command: hl7::Hl7Command,
+    },
     /// Inspect and act on the outbound queue.
     Queue {
         #[command(subcommand)]
@@ -111,6 +117,7 @@ pub fn run() -> i32 {
         Command::Send(args) => serve::run_send(args, config),
         Command::Ping(args) => ping::run_ping(args, config),
         Command::Status { message_id, json } => serve::run_status(message_id, json, config),
+        Command::Hl7 { command } => hl7::run(command),
         Command::Queue { command } => queue::run_queue(command, config),
         Command::Quarantine { command } => queue::run_quarantine(command, config),
         Command::Credentials { command } => queue::run_credentials(command, config),

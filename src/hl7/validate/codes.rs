@@ -26,8 +26,8 @@ pub enum CvxStatus {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cvx {
     pub status: CvxStatus,
-    /// The short description says "unspecified": the code names a vaccine family, not a
-    /// product, and fits historical doses only.
+    /// The short description says "unspecified" (formulation): the code names a vaccine
+    /// family, not a product, and fits historical doses only.
     pub unspecified: bool,
 }
 
@@ -89,7 +89,10 @@ fn tables() -> &'static Tables {
                     "Non-US" => CvxStatus::NonUs,
                     _ => return None,
                 };
-                let unspecified = text.to_ascii_lowercase().contains("unspecified");
+                // "Lf unspecified" (CVX 196, an active Td product) is about the Lf content, not
+                // the formulation: that code is specific.
+                let text = text.to_ascii_lowercase();
+                let unspecified = text.contains("unspecified") && !text.contains("lf unspecified");
                 Some((
                     code,
                     Cvx {
@@ -159,6 +162,10 @@ mod tests {
         assert_eq!(adeno.status, CvxStatus::Inactive);
         assert!(adeno.unspecified);
         assert_eq!(cvx("54").unwrap().status, CvxStatus::Inactive);
+        assert!(
+            !cvx("196").unwrap().unspecified,
+            "Td, Lf unspecified is a product"
+        );
         assert!(cvx("8").is_none());
         assert!(cvx("99999").is_none());
     }

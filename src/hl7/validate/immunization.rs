@@ -393,21 +393,23 @@ impl Dose<'_, '_> {
         if !administered {
             return; // historical doses and refusals may use any known code
         }
-        if cvx.status != CvxStatus::Active {
-            check.error(
-                "RXA-5-CVX-INACTIVE",
-                item,
-                location,
-                "RXA-5 (administered code) is a CVX code that is not active: a newly administered dose needs an active CVX code for the product given",
-                ErrorCode::TableValueNotFound,
-                Some(4),
-            );
-        } else if cvx.unspecified {
+        // Unspecified first: those codes are inactive too, and "send the specific product" is
+        // the useful advice.
+        if cvx.unspecified {
             check.error(
                 "RXA-5-CVX-UNSPECIFIED",
                 item,
                 location,
                 "RXA-5 (administered code) is an \"unspecified formulation\" CVX code: a newly administered dose needs the specific CVX code of the product given",
+                ErrorCode::TableValueNotFound,
+                Some(4),
+            );
+        } else if cvx.status != CvxStatus::Active {
+            check.error(
+                "RXA-5-CVX-INACTIVE",
+                item,
+                location,
+                "RXA-5 (administered code) is a CVX code that is not active: a newly administered dose needs an active CVX code for the product given",
                 ErrorCode::TableValueNotFound,
                 Some(4),
             );
