@@ -65,37 +65,25 @@ fn vxu(message: &Message<'_>, check: &mut Check<'_>) {
         );
     }
 
-    // ORC/RXA groups: an RXA opens a dose, the OBX after it (until the next ORC or RXA) belong
-    // to it.
-    let mut dose: Option<Dose<'_, '_>> = None;
+    // ORC/RXA groups: an RXA opens a dose, the segments after it (until the next ORC or RXA)
+    // belong to it. Borrowed slices: no allocation per dose.
+    let segments = message.segments().as_slice();
     let mut any = false;
-    for segment in message.segments() {
-        match segment.id() {
-            "RXA" => {
-                if let Some(d) = dose.take() {
-                    d.check(birth, check);
-                }
-                any = true;
-                dose = Some(Dose {
-                    rxa: segment,
-                    obx: Vec::new(),
-                });
-            }
-            "ORC" => {
-                if let Some(d) = dose.take() {
-                    d.check(birth, check);
-                }
-            }
-            "OBX" => {
-                if let Some(d) = dose.as_mut() {
-                    d.obx.push(segment);
-                }
-            }
-            _ => {}
+    for (i, rxa) in segments.iter().enumerate() {
+        if rxa.id() != "RXA" {
+            continue;
         }
-    }
-    if let Some(d) = dose.take() {
-        d.check(birth, check);
+        any = true;
+        let rest = &segments[i + 1..];
+        let end = rest
+            .iter()
+            .position(|s| matches!(s.id(), "RXA" | "ORC"))
+            .unwrap_or(rest.len());
+        Dose {
+            rxa,
+            group: &rest[..end],
+        }
+        .check(birth, check);
     }
     if !any {
         check.error(
@@ -270,10 +258,10 @@ fn code_list(pid: &Segment<'_>, n: usize, check: &mut Check<'_>, table: CodeFiel
     }
 }
 
-/// One ORC/RXA group: the RXA and the OBX after it.
+/// One ORC/RXA group: the RXA and the segments after it (RXR, OBX, NTE...).
 struct Dose<'m, 'a> {
     rxa: &'m Segment<'a>,
-    obx: Vec<&'m Segment<'a>>,
+    group: &'m [Segment<'a>],
 }
 
 impl Dose<'_, '_> {
@@ -519,10 +507,9 @@ impl Dose<'_, '_> {
 
     /// The OBX of this dose with OBX-3.1 = `loinc`.
     fn observation(&self, loinc: &str) -> Option<&Segment<'_>> {
-        self.obx
+        self.group
             .iter()
-            .find(|obx| value(obx, 3, 1) == loinc)
-            .copied()
+            .find(|s| s.id() == "OBX" && value(s, 3, 1) == loinc)
     }
 
     fn vfc(&self, check: &mut Check<'_>) {
