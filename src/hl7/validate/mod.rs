@@ -648,6 +648,22 @@ mod tests {
     }
 
     #[test]
+    fn content_errors_give_ae_and_one_err_each() {
+        let no_nk1: String = SAMPLE
+            .split_inclusive('\r')
+            .filter(|s| !s.starts_with("NK1"))
+            .collect();
+        let report = validate_payload(no_nk1.as_bytes(), &options(Profile::Immunization));
+        let m = &report.messages[0];
+        assert!(!m.passed());
+        assert_eq!(m.ack_code(), AckCode::Error);
+        assert_eq!(m.ack_errors().len(), m.findings.len());
+        assert!(m.findings.iter().any(|f| f.rule == "NK1-MISSING"));
+        // The header profile does not look at NK1.
+        assert!(validate_payload(no_nk1.as_bytes(), &options(Profile::Header)).passed());
+    }
+
+    #[test]
     fn version_231_only_when_allowed() {
         let old = SAMPLE.replace("|2.5.1|", "|2.3.1|");
         assert_eq!(rules(&old, Profile::Header), ["MSH-12-VERSION"]);
