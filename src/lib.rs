@@ -22,7 +22,9 @@
 //! - [`smime`]: CMS sign/verify/encrypt/decrypt through OpenSSL, and the algorithm policy.
 //! - [`trust`]: key usage, key strength, validity, path to an anchor, CRLs, address binding.
 //! - [`hl7`]: HL7 v2 ER7 payloads: the reader (messages, batches, located errors), MSH access,
-//!   the ACK builder (MSA + ERR), connectivity-test messages and the onboarding review. No I/O.
+//!   the ACK builder (MSA + ERR), connectivity-test messages, the validation profiles
+//!   (`hl7::validate`: header and immunization rules, compiled-in code tables) and the onboarding
+//!   review. No I/O.
 //! - [`message`]: `seal` and `open`, the two verbs everything else is built on.
 //! - [`mdn`]: notifications: what a message asks for, building MDNs, reading MDNs and DSNs.
 //! - [`spool`]: the durable queue: received messages, outbound entries with their attempts,

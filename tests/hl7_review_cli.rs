@@ -259,7 +259,6 @@ fn no_progress_when_stderr_is_piped() {
 }
 
 #[test]
-#[ignore = "needs the validation rules from branch wt-val"]
 fn the_bad_message_fails_next_of_kin_and_address_with_exit_1() {
     let dir = dir_with(&[("a-good.hl7", &good()), ("b-bad.hl7", &bad())]);
     let out = review(&["--json"], &[dir.path()]);
@@ -283,7 +282,6 @@ fn the_bad_message_fails_next_of_kin_and_address_with_exit_1() {
 }
 
 #[test]
-#[ignore = "needs the validation rules from branch wt-val"]
 fn the_bad_message_is_detailed_in_text_and_html() {
     let dir = dir_with(&[("b-bad.hl7", &bad())]);
     let page = dir.path().join("review.html");

@@ -65,7 +65,7 @@ enum Command {
         #[command(subcommand)]
         command: bundles::BundlesCommand,
     },
-    /// Work with HL7 v2 payloads: the onboarding review of a partner's test messages.
+    /// Work with HL7 v2 files: validate them against a profile; review a partner's test messages.
     Hl7 {
         #[command(subcommand)]
         command: hl7::Hl7Command,

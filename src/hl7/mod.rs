@@ -7,6 +7,8 @@
 //! - [`escape`]: the escape sequences (`\F\ \S\ \T\ \R\ \E\ \Xhh\ \.br\`), both ways.
 //! - [`msh`]: [`Msh`], typed access to the header; [`MshBuilder`] for connectivity-test messages.
 //! - [`ack`]: [`build_ack`], the acknowledgement of the CDC immunization guide (MSA + ERR).
+//! - [`validate`]: the validation profiles (`header`, `immunization`) and their findings, which
+//!   become the ACK's MSA-1 and ERR segments.
 //! - [`review`]: the onboarding review, validation reports of many files folded into one verdict
 //!   per checklist item (text, JSON, HTML).
 //! - here: [`Hl7Error`], what went wrong and where, and [`Location`], a position in a message.
