@@ -159,7 +159,7 @@ fn html_is_one_self_contained_page() {
 
 #[test]
 fn unreadable_files_fail_with_exit_1() {
-    let dir = dir_with(&[("vxu.hl7", &good()), ("junk.txt", "hello, not HL7\n")]);
+    let dir = dir_with(&[("vxu.hl7", &good()), ("junk.hl7", "hello, not HL7\n")]);
     let out = review(&["--json"], &[dir.path()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let v = json(&out);
@@ -171,7 +171,7 @@ fn unreadable_files_fail_with_exit_1() {
         v["unreadable"][0]["file"]
             .as_str()
             .unwrap()
-            .ends_with("junk.txt")
+            .ends_with("junk.hl7")
     );
     assert!(
         !v["unreadable"][0]["error"]

@@ -58,13 +58,7 @@ pub fn send_reply(
     Ok(sealed.message_id)
 }
 
-/// Message types never acknowledged: acknowledgements and query responses.
-fn is_response(message_type: &str) -> bool {
-    matches!(
-        message_type.split('^').next().unwrap_or(""),
-        "ACK" | "RSP" | "MFK" | "MCF"
-    )
-}
+use super::validation::is_response;
 
 /// Our ACKs for the HL7 messages of `payloads`: AA (with warnings as ERR W), or AE/AR with the
 /// validation findings. Messages that are themselves responses get none. An unreadable payload

@@ -50,10 +50,25 @@ pub struct Hl7Verdict {
     pub message_types: Vec<String>,
 }
 
+/// Acknowledgements and query responses answer our own messages: they are checked and the
+/// findings recorded, but never refused (refusing an ACK helps nobody, and it must not be
+/// answered with another ACK).
+pub fn is_response(message_type: &str) -> bool {
+    matches!(
+        message_type.split('^').next().unwrap_or(""),
+        "ACK" | "RSP" | "MFK" | "MCF"
+    )
+}
+
 impl Hl7Verdict {
-    /// No HL7 payload failed (or validation is off).
+    /// No HL7 payload failed (or validation is off). Responses never fail.
     pub fn passed(&self) -> bool {
-        self.reports.iter().all(PayloadReport::passed)
+        self.reports.iter().all(|r| {
+            r.read_error.is_none()
+                && r.messages
+                    .iter()
+                    .all(|m| m.passed() || is_response(&m.message_type))
+        })
     }
 
     /// `2 errors: MSH-7-PRECISION at MSH-7, NK1-MISSING` (rule ids and places only).
@@ -63,7 +78,7 @@ impl Hl7Verdict {
             if let Some(e) = &r.read_error {
                 parts.push(format!("unreadable HL7 ({})", e));
             }
-            for m in &r.messages {
+            for m in r.messages.iter().filter(|m| !is_response(&m.message_type)) {
                 for f in m
                     .findings
                     .iter()
@@ -141,4 +156,53 @@ pub fn today(now: i64) -> String {
         .unwrap_or_default()
         .format("%Y%m%d")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hl7::validate::{Environment, Options, Profile, validate_payload};
+
+    fn verdict(payload: &str) -> Hl7Verdict {
+        let options = Options {
+            profile: Profile::Header,
+            environment: Environment::Test,
+            allow_v231: false,
+            today: "20261206".into(),
+        };
+        Hl7Verdict {
+            profile: Some(Profile::Header),
+            reports: vec![validate_payload(payload.as_bytes(), &options)],
+            message_types: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn responses_are_recorded_but_never_refused() {
+        // MSH-11 P while the agent is in test: refused for a VXU, not for its ACK.
+        let vxu = "MSH|^~\\&|A|B|C|D|20261206120000+0000||VXU^V04^VXU_V04|1|P|2.5.1\r";
+        let ack = "MSH|^~\\&|A|B|C|D|20261206120000+0000||ACK^V04^ACK|1|P|2.5.1\rMSA|AE|1\r";
+        let v = verdict(vxu);
+        assert!(!v.passed());
+        assert!(v.summary().contains("MSH-11"), "{}", v.summary());
+        let a = verdict(ack);
+        assert!(!a.reports[0].passed(), "the ACK has findings");
+        assert!(a.passed(), "but is not refused");
+    }
+
+    #[test]
+    fn the_check_date_is_today_anywhere() {
+        // 2026-12-06 20:00 UTC is already 2026-12-07 at UTC+14.
+        assert_eq!(today(1796587200), "20261207");
+    }
+
+    #[test]
+    fn profiles_parse() {
+        assert_eq!(parse_profile("none").unwrap(), None);
+        assert_eq!(
+            parse_profile("immunization").unwrap(),
+            Some(Profile::Immunization)
+        );
+        assert!(parse_profile("strict").unwrap_err().contains("strict"));
+    }
 }
