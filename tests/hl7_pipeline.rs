@@ -407,3 +407,54 @@ fn a_fallback_sink_takes_what_no_deliver_sink_takes() {
     );
     assert!(quarantine(&b).as_array().unwrap().is_empty());
 }
+
+#[test]
+fn an_iis_refusing_the_sink_credential_gets_one_request_until_an_operator_resets_it() {
+    use support::http_sink_peer::HttpSinkPeer;
+    let peer = HttpSinkPeer::start("200");
+    let dir = tempfile::tempdir().unwrap();
+    let sink = |path: &str| {
+        format!(
+            "[[sink]]\nname = \"iis\"\nkind = \"http\"\nurl = \"{}\"\nusername = \"clinic\"\npassword_env = \"PATH\"\n",
+            peer.url(path)
+        )
+    };
+    let b_extra = Extra {
+        sinks: Some(sink("401/in")),
+        ..Extra::default()
+    };
+    let (a, b) = two_agents(dir.path(), &Extra::default(), &b_extra);
+    let ra = start(&a);
+    let mut rb = start(&b);
+    send(&a, &sample("vxu-v04.hl7"), &[]);
+    let disabled = wait_until(Duration::from_secs(30), || {
+        let out = cli(&b, &["credentials", "list", "--json"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("sink:iis")
+    });
+    assert!(disabled, "A:\n{}\nB:\n{}", ra.log_text(), rb.log_text());
+    // Exactly one request with the refused credential, and none while it stays disabled.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(peer.requests().len(), 1);
+    assert!(rb.log_text().contains("ALERT"), "{}", rb.log_text());
+    // The operator fixes the configuration (here: the endpoint), restarts, resets the credential.
+    rb.terminate(Duration::from_secs(30));
+    let cfg = std::fs::read_to_string(&b.config).unwrap();
+    std::fs::write(&b.config, cfg.replace("/401/in", "/200/in")).unwrap();
+    let rb = start(&b);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(peer.requests().len(), 1, "retried before the reset");
+    let out = cli(&b, &["credentials", "reset", "sink:iis"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let delivered = wait_until(Duration::from_secs(30), || peer.requests().len() == 2);
+    assert!(delivered, "B:\n{}", rb.log_text());
+    let last = &peer.requests()[1];
+    assert_eq!(last.header("X-Direct-From"), Some("ehr@hisp-a.example"));
+}

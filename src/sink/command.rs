@@ -1,4 +1,5 @@
-//! The `command` sink: a local program run once per payload (directly, not through a shell), the
+//! The `command` sink: a local program run once per payload (the Direct Context `metadata.txt` is
+//! not one; directly, not through a shell), the
 //! payload on its standard input and the message's metadata in its environment. Its exit status
 //! decides: 0 accepted, a code listed in `permanent_exit_codes` refused for good (quarantine),
 //! anything else (another code, a signal, the timeout, a program that cannot be started)
@@ -232,7 +233,13 @@ impl Sink for CommandSink {
 
     fn deliver(&self, d: &SinkDelivery<'_>) -> SinkOutcome {
         let mut last = None;
-        for (i, payload) in d.payloads.iter().enumerate() {
+        // The Direct Context metadata.txt describes the Direct message, not the payload.
+        let payloads = d
+            .payloads
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.kind != crate::mime::payload::PayloadKind::DirectContext);
+        for (i, payload) in payloads {
             match self.run(d, payload, i + 1) {
                 accepted @ SinkOutcome::Accepted { .. } => last = Some(accepted),
                 other => return other,

@@ -10,7 +10,8 @@
 //! and TLS failures transient. Reasons carry the status, the reason phrase and the URL, never a
 //! response body (it may echo PHI) nor a secret.
 //!
-//! A message with several payloads is several POSTs, in order, each with its
+//! A message with several payloads is several POSTs (the Direct Context `metadata.txt` is not
+//! sent), in order, each with its
 //! `X-Direct-Payload-Index`; a retry after a failure part-way resends the earlier ones, so the
 //! receiver deduplicates on `X-Direct-Message-Id` plus the index (delivery is at-least-once).
 
@@ -328,7 +329,13 @@ impl Sink for HttpSink {
             Err(why) => return SinkOutcome::CredentialRejected(why),
         };
         let mut statuses = Vec::new();
-        for (i, p) in d.payloads.iter().enumerate() {
+        // The Direct Context metadata.txt describes the Direct message, not the payload.
+        let payloads = d
+            .payloads
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.kind != crate::mime::payload::PayloadKind::DirectContext);
+        for (i, p) in payloads {
             let mut headers = common.clone();
             headers.push((
                 ureq::http::header::CONTENT_TYPE,

@@ -990,6 +990,12 @@ impl Spool for SqliteSpool {
                 "UPDATE outbound SET blocked_on = NULL, next_attempt_at = ?2 WHERE blocked_on = ?1 AND state = 'queued'",
                 params![name, now],
             )?;
+            // Received messages waiting for a sink's credential: their retry reason names it
+            // (`credential NAME is disabled` / `credential NAME refused`, agent::inbound).
+            tx.execute(
+                "UPDATE inbound SET next_attempt_at = ?2 WHERE state = 'received' AND reason_kind = 'sink' AND instr(reason, 'credential ' || ?1 || ' ') > 0",
+                params![name, now],
+            )?;
             tx.commit()?;
             Ok(n > 0)
         })
