@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use direct_agent::spool::{Spool, SqliteSpool};
 use support::agents::{AgentSetup, BIN, Extra, cli, start, two_agents, wait_until};
 use support::{free_port, wait_for_tcp};
 
@@ -240,7 +241,33 @@ fn metrics_health_and_readiness_of_two_agents() {
         "the nearest anchor expiry is now in the past"
     );
     assert_eq!(get(pb, "/healthz").0, 200, "liveness is not readiness");
+    assert_eq!(metric(pb, "direct_agent_ready"), 0.0);
     assert_eq!(get(pa, "/readyz").0, 200);
+    assert_eq!(metric(pa, "direct_agent_ready"), 1.0);
+
+    // A credential disabled in A's spool (as a delivery worker does when AUTH is refused) makes
+    // A not ready until `credentials reset`.
+    let spool = SqliteSpool::open(&a.data_dir).unwrap();
+    spool
+        .disable_credential("smtp:relay.example", "535 authentication failed", 1)
+        .unwrap();
+    let (status, body) = get(pa, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("credential smtp:relay.example disabled: 535 authentication failed")
+            && body.contains("credentials reset smtp:relay.example"),
+        "{body}"
+    );
+    assert_eq!(metric(pa, "direct_agent_disabled_credentials"), 1.0);
+    let out = cli(&a, &["credentials", "reset", "smtp:relay.example"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(get(pa, "/readyz"), (200, "ready\n".to_string()));
 
     assert!(
         ra.terminate(Duration::from_secs(40))

@@ -196,6 +196,8 @@ pub struct Gauges {
     pub queue_oldest_age_seconds: Option<f64>,
     pub quarantine_size: Option<u64>,
     pub disabled_credentials: Option<u64>,
+    /// Whether `/readyz` would answer 200.
+    pub ready: Option<bool>,
     /// (local domain, days until its nearest anchor expiry; negative once expired).
     pub anchor_expiry_days: Vec<(String, f64)>,
     /// (local domain, days until its nearest own-certificate expiry).
@@ -322,6 +324,12 @@ impl Metrics {
                 let _ = writeln!(out, "{name} {}", number(v));
             }
         };
+        scalar(
+            &mut out,
+            "direct_agent_ready",
+            "1 when /readyz answers 200, 0 when it answers 503 (see /readyz for the problems).",
+            gauges.ready.map(|r| if r { 1.0 } else { 0.0 }),
+        );
         scalar(
             &mut out,
             "direct_agent_queue_depth",
@@ -573,6 +581,39 @@ mod tests {
     }
 
     #[test]
+    fn discovery_labels_name_the_deciding_source() {
+        let step = |s: &str| crate::discovery::Step {
+            step: s.into(),
+            verdict: "fail",
+            detail: String::new(),
+        };
+        let run = |steps: Vec<crate::discovery::Step>, transient: bool| Discovery {
+            address: "x@b.example".into(),
+            steps,
+            candidates: Vec::new(),
+            chosen: Vec::new(),
+            reason: Some("nothing".into()),
+            transient,
+            ttl: std::time::Duration::from_secs(1),
+        };
+        let dns_timeout = run(vec![step("dns CERT x.b.example")], true);
+        assert_eq!(discovery_labels(&dns_timeout, true), ("dns", "error"));
+        let ldap_down = run(
+            vec![step("dns CERT b.example"), step("ldap ldap.b.example")],
+            true,
+        );
+        assert_eq!(discovery_labels(&ldap_down, true), ("ldap", "error"));
+        let nothing = run(vec![step("dns CERT b.example")], false);
+        assert_eq!(discovery_labels(&nothing, true), ("ldap", "none"));
+        assert_eq!(discovery_labels(&nothing, false), ("dns", "none"));
+        let stat = run(vec![step("static")], false);
+        assert_eq!(discovery_labels(&stat, true), ("static", "none"));
+        let m = Metrics::new();
+        m.discovery_lookup(&ldap_down, true);
+        assert_eq!(m.discovery.get(&["ldap", "error"]), 1);
+    }
+
+    #[test]
     fn gauges_render_with_escaped_domain_labels() {
         let m = Metrics::new();
         let text = m.render(&Gauges {
@@ -580,6 +621,7 @@ mod tests {
             queue_oldest_age_seconds: Some(12.5),
             quarantine_size: Some(0),
             disabled_credentials: Some(1),
+            ready: Some(false),
             anchor_expiry_days: vec![("hisp-a.example".into(), -2.25)],
             certificate_expiry_days: vec![("we\"ird\\dom\nain".into(), 300.0)],
         });
@@ -589,6 +631,7 @@ mod tests {
         assert!(text.contains("direct_agent_queue_oldest_age_seconds 12.5\n"));
         assert!(text.contains("direct_agent_quarantine_size 0\n"));
         assert!(text.contains("direct_agent_disabled_credentials 1\n"));
+        assert!(text.contains("# TYPE direct_agent_ready gauge\ndirect_agent_ready 0\n"));
         assert!(
             text.contains("direct_agent_anchor_expiry_days{domain=\"hisp-a.example\"} -2.25\n")
         );

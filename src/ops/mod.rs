@@ -146,7 +146,10 @@ impl http::Endpoints for Ops {
     }
 
     fn metrics(&self) -> String {
-        METRICS.render(&self.gauges(SystemClock.unix_seconds()))
+        let now = SystemClock.unix_seconds();
+        let mut gauges = self.gauges(now);
+        gauges.ready = Some(self.problems(now).is_empty());
+        METRICS.render(&gauges)
     }
 }
 
