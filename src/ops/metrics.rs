@@ -4,8 +4,9 @@
 //! The registry is a process-global [`METRICS`]: counters are bumped deep inside the pipelines
 //! (`agent::inbound` in a blocking task, `agent::outbound::attempt`, `agent::notify::classify`,
 //! `Context::discover`), and threading a handle through all of them would change many
-//! signatures for a one-line increment. One process is one agent, so a global is exact; tests of
-//! the format build their own [`Metrics`] value, and the end-to-end tests read the counters of
+//! signatures for a one-line increment. One `serve` process is one agent, so a global is exact
+//! (`direct-agent demo` runs two agents in one process, without the endpoint); tests of the
+//! format build their own [`Metrics`] value, and the end-to-end tests read the counters of
 //! separate `serve` processes.
 //!
 //! Every label value comes from a fixed list declared here (unknown values count as `other`), so
