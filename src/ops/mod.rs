@@ -41,6 +41,14 @@ impl Ops {
         self.listeners_bound.store(bound, Ordering::Relaxed);
     }
 
+    /// The anchors of the configured domains (a store may keep those of a domain no longer
+    /// served; they decide nothing).
+    fn served_anchors(&self) -> Result<Vec<crate::store::AnchorRecord>, crate::store::StoreError> {
+        let mut anchors = self.ctx.store.anchors(None)?;
+        anchors.retain(|a| self.ctx.domains.iter().any(|d| d.name == a.domain));
+        Ok(anchors)
+    }
+
     /// Every reason the agent is not ready, one line each (empty: ready).
     pub fn problems(&self, now: i64) -> Vec<String> {
         let mut problems = Vec::new();
@@ -59,7 +67,7 @@ impl Ops {
             })),
             Err(e) => problems.push(format!("spool: cannot read disabled credentials: {e}")),
         }
-        match self.ctx.store.anchors(None) {
+        match self.served_anchors() {
             Ok(anchors) => {
                 for a in anchors {
                     let Ok(cert) = openssl::x509::X509::from_der(&a.der) else {
@@ -101,7 +109,7 @@ impl Ops {
             .ok()
             .map(|l| l.len() as u64);
         let days = |t: i64| (t - now) as f64 / DAY;
-        if let Ok(anchors) = self.ctx.store.anchors(None) {
+        if let Ok(anchors) = self.served_anchors() {
             let mut nearest: Vec<(String, i64)> = Vec::new();
             for a in anchors {
                 let Some(t) = openssl::x509::X509::from_der(&a.der)
