@@ -396,6 +396,7 @@ fn notify_local_senders(spool: &SqliteSpool, sinks: &SinkSet, hostname: &str) {
             if let Err(e) = spool.mark_local_notified(&t.message_id, &t.recipient) {
                 tracing::error!(error = %e, "cannot record a failure notification");
             }
+            crate::ops::METRICS.failure_notified(t.state.as_str());
             tracing::warn!(message_id = %t.message_id, recipient = %t.recipient, sender = %t.sender, dsn = %dsn_id, disposition = t.state.as_str(), "local sender notified of the failure (DSN to the sinks)");
         }
     }

@@ -219,6 +219,8 @@ pub struct Metrics {
     pub mdn_round_trip: Histogram,
     /// `direct_agent_discovery_lookups_total{source,result}`
     pub discovery: CounterFamily,
+    /// `direct_agent_failure_notifications_total{state}`
+    pub failure_notifications: CounterFamily,
 }
 
 impl Default for Metrics {
@@ -269,6 +271,12 @@ impl Metrics {
                 &["source", "result"],
                 &[&["static", "dns", "ldap"], &["found", "none", "error"]],
             ),
+            failure_notifications: CounterFamily::new(
+                "direct_agent_failure_notifications_total",
+                "Failure DSNs handed to local senders, by how the message ended for the recipient (failed: refused, retries exhausted or a failed MDN; timed-out: no MDN in time).",
+                &["state"],
+                &[&["failed", "timed-out", "other"]],
+            ),
         }
     }
 
@@ -310,6 +318,11 @@ impl Metrics {
         self.discovery.inc(&[source, result]);
     }
 
+    /// A local sender was told that its message `state` (failed, timed-out) for a recipient.
+    pub fn failure_notified(&self, state: &str) {
+        self.failure_notifications.inc(&[state]);
+    }
+
     /// The Prometheus text exposition of the counters, the histogram and `gauges`.
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::new();
@@ -319,6 +332,7 @@ impl Metrics {
         self.sent.render(&mut out);
         self.mdn_round_trip.render(&mut out);
         self.discovery.render(&mut out);
+        self.failure_notifications.render(&mut out);
         let scalar = |out: &mut String, name: &str, help: &str, v: Option<f64>| {
             if let Some(v) = v {
                 header(out, name, help, "gauge");
@@ -489,6 +503,9 @@ mod tests {
         assert!(text.contains(
             "direct_agent_discovery_lookups_total{source=\"ldap\",result=\"error\"} 0\n"
         ));
+        m.failure_notified("timed-out");
+        let text = m.render(&Gauges::default());
+        assert!(text.contains("direct_agent_failure_notifications_total{state=\"timed-out\"} 1\n"));
         // Gauges that could not be read are left out.
         assert!(!text.contains("direct_agent_queue_depth "));
         // Every sample line is `name{labels} value` or `name value`.
