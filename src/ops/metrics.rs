@@ -235,7 +235,7 @@ impl Metrics {
         Metrics {
             received: CounterFamily::new(
                 "direct_agent_messages_received_total",
-                "Inbound messages processed, by outcome (delivered includes MDNs/DSNs recorded and pings answered; retry is a transient sink or store failure).",
+                "Inbound processing results: each message counts once as delivered (MDNs/DSNs recorded and pings answered included) or quarantined, plus once per attempt that will be retried (transient sink or store failure).",
                 &["outcome"],
                 &[&["delivered", "quarantined", "retry"]],
             ),
