@@ -36,6 +36,7 @@
 //! - [`agent`]: the running agent: `serve` ties listeners, pollers and workers together; the
 //!   inbound pipeline (spool → open → sinks | quarantine) and the outbound one (seal → queue →
 //!   deliver).
+//! - [`ops`]: `[http] listen`: `/healthz`, `/readyz` and Prometheus `/metrics` of `serve`.
 //! - [`demo`]: `direct-agent demo`, the whole product on loopback with a throwaway PKI.
 //! - [`cli`]: the `direct-agent` command line.
 #![deny(unsafe_code)]
@@ -53,6 +54,7 @@ pub mod hl7;
 pub mod mdn;
 pub mod message;
 pub mod mime;
+pub mod ops;
 pub mod sink;
 pub mod smime;
 pub mod spool;

@@ -191,7 +191,9 @@ impl Context {
         };
         let validate =
             |cert: &X509| crate::trust::validate(cert, &inputs, Purpose::Encrypt, Some(address));
-        Ok(discoverer.discover(address, &validate))
+        let found = discoverer.discover(address, &validate);
+        crate::ops::METRICS.discovery_lookup(&found, d.ldap);
+        Ok(found)
     }
 
     /// The configured signing credential for `from`, and the recipients' certificates. Recipient certificates

@@ -58,6 +58,9 @@ pub fn classify(spool: &SqliteSpool, report: &OpenReport, now: i64) -> Result<Re
             let outcome = spool
                 .record_notice(&original, &recipient, notice, &detail, now)
                 .map_err(|e| e.to_string())?;
+            if notice == Notice::Processed {
+                observe_round_trip(spool, &original, &recipient, &outcome, now);
+            }
             lines.push(describe(&original, &recipient, notice, &outcome));
         }
         Report::Dsn(d) => {
@@ -87,6 +90,28 @@ pub fn classify(spool: &SqliteSpool, report: &OpenReport, now: i64) -> Result<Re
         }
     }
     Ok(Received::Notification(lines.join("; ")))
+}
+
+/// Feed `direct_agent_mdn_round_trip_seconds` when a processed MDN moved a tracked message:
+/// from the time it was handed to the partner's server (the tracking row's `sent_at`) to now.
+fn observe_round_trip(
+    spool: &SqliteSpool,
+    original: &str,
+    recipient: &str,
+    outcome: &NoticeOutcome,
+    now: i64,
+) {
+    if !matches!(outcome, NoticeOutcome::Updated(_)) {
+        return;
+    }
+    let sent_at = spool.tracking(Some(original), 1000).ok().and_then(|rows| {
+        rows.into_iter()
+            .find(|t| t.recipient.eq_ignore_ascii_case(recipient))
+            .and_then(|t| t.sent_at)
+    });
+    if let Some(sent_at) = sent_at {
+        crate::ops::METRICS.mdn_processed((now - sent_at) as f64);
+    }
 }
 
 fn describe(original: &str, recipient: &str, notice: Notice, outcome: &NoticeOutcome) -> String {

@@ -165,6 +165,7 @@ pub async fn attempt(
     let state = spool
         .record_attempt(entry.id, &result, now)
         .map_err(|e| e.to_string())?;
+    crate::ops::METRICS.outbound(entry.kind, &result, state);
     // Delivery tracking follows the queue (only our own messages are tracked).
     let tracked = match (&result, state) {
         (AttemptResult::Sent { .. }, _) => spool.track_sent(&entry.message_id, &entry.rcpt_to, now),

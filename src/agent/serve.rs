@@ -175,6 +175,7 @@ async fn run_inbound_workers(
                     spool2
                         .finish_inbound(entry.id, &processed.outcome, now)
                         .map_err(|e| e.to_string())?;
+                    crate::ops::METRICS.inbound(&processed.outcome);
                     let elapsed_ms = started.elapsed().as_millis() as u64;
                     let message_id = entry.message_id.as_deref().unwrap_or("-");
                     match &processed.outcome {
@@ -395,6 +396,7 @@ fn notify_local_senders(spool: &SqliteSpool, sinks: &SinkSet, hostname: &str) {
             if let Err(e) = spool.mark_local_notified(&t.message_id, &t.recipient) {
                 tracing::error!(error = %e, "cannot record a failure notification");
             }
+            crate::ops::METRICS.failure_notified(t.state.as_str());
             tracing::warn!(message_id = %t.message_id, recipient = %t.recipient, sender = %t.sender, dsn = %dsn_id, disposition = t.state.as_str(), "local sender notified of the failure (DSN to the sinks)");
         }
     }
@@ -405,6 +407,8 @@ pub struct Server {
     ctx: Arc<Context>,
     spool: Arc<SqliteSpool>,
     listeners: Vec<(SocketAddr, tokio::net::TcpListener)>,
+    /// `[http] listen`, bound.
+    http: Option<(SocketAddr, tokio::net::TcpListener)>,
 }
 
 impl Server {
@@ -450,16 +454,26 @@ impl Server {
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
             listeners.push((addr, listener));
         }
+        let http = match &cfg.http.listen {
+            Some(l) => Some(crate::ops::bind(l).await?),
+            None => None,
+        };
         Ok(Server {
             ctx: Arc::new(ctx),
             spool,
             listeners,
+            http,
         })
     }
 
     /// The bound SMTP addresses (with the real port when 0 was configured).
     pub fn smtp_addresses(&self) -> Vec<SocketAddr> {
         self.listeners.iter().map(|(a, _)| *a).collect()
+    }
+
+    /// The bound `[http] listen` address (with the real port when 0 was configured).
+    pub fn http_address(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|(a, _)| *a)
     }
 
     /// Run until `shutdown` turns true with the configured sinks; then drain and return.
@@ -503,6 +517,14 @@ impl Server {
         let tracking_sinks = sinks.clone();
         let cache = Arc::new(ValidationCache::new());
         let mut tasks = tokio::task::JoinSet::new();
+        let ops = Arc::new(crate::ops::Ops::new(ctx.clone(), spool.clone()));
+        if let Some((_, listener)) = self.http {
+            tasks.spawn(crate::ops::http::run(
+                listener,
+                ops.clone(),
+                shutdown.clone(),
+            ));
+        }
         for (addr, listener) in self.listeners {
             let _ = addr;
             tasks.spawn(crate::transport::smtp_in::run_listener(
@@ -513,6 +535,7 @@ impl Server {
                 DRAIN,
             ));
         }
+        ops.set_listeners_bound(true);
         for account in cfg.imap.clone() {
             let name = account.credential_name();
             match spool.disabled_credential(&name) {
@@ -571,6 +594,7 @@ impl Server {
             shutdown.clone(),
         ));
         let _ = shutdown.wait_for(|s| *s).await;
+        ops.set_listeners_bound(false);
         tracing::info!("shutting down: finishing in-flight work");
         let drained = tokio::time::timeout(DRAIN + Duration::from_secs(5), async {
             while tasks.join_next().await.is_some() {}

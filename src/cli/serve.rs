@@ -75,6 +75,11 @@ pub fn run_serve(config: Option<&Path>) -> i32 {
         for a in server.smtp_addresses() {
             eprintln!("direct-agent: SMTP listening on {a}");
         }
+        if let Some(a) = server.http_address() {
+            eprintln!(
+                "direct-agent: operations endpoint on http://{a} (/healthz /readyz /metrics)"
+            );
+        }
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;

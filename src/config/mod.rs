@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod http;
 pub mod notify;
 pub mod sinks;
 pub mod transport;
+pub use http::HttpConfig;
 pub use notify::{MdnConfig, PartnerConfig, PingPongConfig};
 pub use sinks::{
     CommandSinkConfig, Hl7Config, HttpSinkConfig, MllpSinkConfig, SinkConfig, SinkKind, SinkRole,
@@ -78,6 +80,9 @@ pub struct Config {
     pub partners: Vec<PartnerConfig>,
     #[serde(default)]
     pub hl7: Hl7Config,
+    /// `[http]`: the operations endpoint (health, readiness, metrics).
+    #[serde(default)]
+    pub http: HttpConfig,
     /// Where the file was read from (set by [`Config::load`]).
     #[serde(skip)]
     pub source: PathBuf,

@@ -16,6 +16,7 @@
 //! several agents sharing a queue would implement the same trait with `SELECT … FOR UPDATE SKIP
 //! LOCKED` leases).
 
+mod health;
 mod sqlite;
 pub mod tracking;
 
