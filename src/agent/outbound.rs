@@ -180,16 +180,16 @@ pub async fn attempt(
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match &result {
         AttemptResult::Sent { detail } => {
-            tracing::info!(entry = entry.id, message_id = %entry.message_id, domain = %entry.domain, recipients = entry.rcpt_to.len(), elapsed_ms, reply = %detail, "delivered")
+            tracing::info!(entry = entry.id, message_id = %entry.message_id, from = %entry.mail_from, to = ?entry.rcpt_to, domain = %entry.domain, recipients = entry.rcpt_to.len(), elapsed_ms, reply = %detail, state = state.as_str(), "delivered")
         }
         AttemptResult::Transient {
             detail,
             next_attempt_at,
         } => {
-            tracing::warn!(entry = entry.id, message_id = %entry.message_id, domain = %entry.domain, elapsed_ms, reason = %detail, next_in_s = next_attempt_at - now, state = state.as_str(), "delivery attempt failed (transient)")
+            tracing::warn!(entry = entry.id, message_id = %entry.message_id, from = %entry.mail_from, to = ?entry.rcpt_to, domain = %entry.domain, elapsed_ms, reason = %detail, next_in_s = next_attempt_at - now, state = state.as_str(), "delivery attempt failed (transient)")
         }
         AttemptResult::Permanent { detail } => {
-            tracing::warn!(entry = entry.id, message_id = %entry.message_id, domain = %entry.domain, elapsed_ms, reason = %detail, "delivery failed permanently")
+            tracing::warn!(entry = entry.id, message_id = %entry.message_id, from = %entry.mail_from, to = ?entry.rcpt_to, domain = %entry.domain, elapsed_ms, reason = %detail, state = state.as_str(), "delivery failed permanently")
         }
         AttemptResult::Blocked { credential, .. } => {
             tracing::warn!(entry = entry.id, message_id = %entry.message_id, domain = %entry.domain, credential = %credential, "delivery blocked on a disabled credential")

@@ -182,6 +182,7 @@ async fn run_inbound_workers(
                             inbound = entry.id,
                             message_id,
                             from = %entry.mail_from,
+                            to = ?entry.rcpt_to,
                             size = entry.size,
                             elapsed_ms,
                             disposition = "delivered",
@@ -191,8 +192,10 @@ async fn run_inbound_workers(
                             inbound = entry.id,
                             message_id,
                             from = %entry.mail_from,
+                            to = ?entry.rcpt_to,
                             refusal = %kind,
                             reason = %reason,
+                            elapsed_ms,
                             disposition = "quarantined",
                             "message refused and quarantined"
                         ),
@@ -202,8 +205,13 @@ async fn run_inbound_workers(
                         } => tracing::warn!(
                             inbound = entry.id,
                             message_id,
+                            from = %entry.mail_from,
+                            to = ?entry.rcpt_to,
                             reason = %reason,
+                            elapsed_ms,
+                            attempts = entry.attempts,
                             next_in_s = next_attempt_at - now,
+                            disposition = "retry",
                             "sink failed; retrying later"
                         ),
                     }
