@@ -502,6 +502,14 @@ impl Server {
             domains: ctx.domains.iter().map(|d| d.name.clone()).collect(),
             wake: inbound_wake.clone(),
         });
+        if cfg.agent.insecure_key_permissions {
+            tracing::warn!(
+                "insecure: [agent] insecure_key_permissions = true: private key files readable by group or others are accepted (public test keys only)"
+            );
+        } else if let Some(key) = &cfg.smtp_in.tls_key {
+            crate::credential::check_key_permissions(key)
+                .map_err(|e| format!("configuration smtp_in.tls_key: {e}"))?;
+        }
         let settings = Arc::new(SmtpServerSettings::from_config(
             &cfg.smtp_in,
             &cfg.agent.hostname,

@@ -98,6 +98,11 @@ pub struct AgentConfig {
     /// or `P`). Switch to `production` when the partner moves from test to live messages.
     #[serde(default = "default_environment")]
     pub environment: crate::hl7::validate::Environment,
+    /// Accept private key files (`[[domain.credential]] key`, `smtp_in.tls_key`) that group or
+    /// others may read. Default false: such a key is refused with the `chmod 600` fix. Only for
+    /// public test keys (the committed `certs/`, which git checks out 0644); logged at start-up.
+    #[serde(default)]
+    pub insecure_key_permissions: bool,
 }
 
 impl Default for AgentConfig {
@@ -106,6 +111,7 @@ impl Default for AgentConfig {
             data_dir: default_data_dir(),
             hostname: default_hostname(),
             environment: default_environment(),
+            insecure_key_permissions: false,
         }
     }
 }
