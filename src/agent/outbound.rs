@@ -106,9 +106,15 @@ pub async fn attempt(
             ),
         }
     } else {
-        let outcome = outbound
-            .deliver(&entry.domain, &entry.mail_from, &entry.rcpt_to, &entry.raw)
-            .await;
+        // The transport's events (one per host tried) carry the entry and Message-ID through
+        // this span.
+        let span =
+            tracing::info_span!("delivery", entry = entry.id, message_id = %entry.message_id);
+        let outcome = tracing::Instrument::instrument(
+            outbound.deliver(&entry.domain, &entry.mail_from, &entry.rcpt_to, &entry.raw),
+            span,
+        )
+        .await;
         let now = SystemClock.unix_seconds();
         match outcome {
             Ok(d) => AttemptResult::Sent {
