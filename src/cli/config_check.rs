@@ -4,9 +4,11 @@
 //! key sizes, own certificates' validity, anchors in the store, listen ports, environment
 //! variables, HL7 profiles and sinks. Exit 0 without errors, 2 with any (warnings do not count).
 //!
-//! The structural checks of [`Config::load`] (TOML syntax, durations, sizes, listen address
-//! syntax, key pairs that go together) stop at their first problem: that one is reported alone,
-//! since nothing else can be checked without a configuration.
+//! A file that is not TOML or has keys of the wrong type is one error: nothing else can be read.
+//! The semantic checks of [`Config::load`] (durations, sizes, addresses, keys that go together)
+//! stop at their first problem; that one is reported, every duration and listen address is
+//! checked again here, and everything else is checked on the configuration as written. Other
+//! semantic problems behind the first (a size, a pair of keys) show up at the next run.
 
 use std::path::Path;
 
@@ -109,18 +111,70 @@ fn print_text(path: &Path, f: &Findings) {
     );
 }
 
-/// Load the file at `path` and check it.
+/// Load the file at `path` and check it. A file that cannot be read or parsed is one error; a
+/// failed semantic check of [`Config::load`] (which stops at its first) is reported, and the
+/// rest is checked on the configuration as written.
 pub fn check_file(path: &Path) -> Findings {
-    match Config::load(path) {
-        Ok(cfg) => check(&cfg),
+    let first = match Config::load(path) {
+        Ok(cfg) => return check(&cfg),
+        Err(ConfigError::Invalid { key, message, .. }) => Problem {
+            key,
+            problem: message,
+        },
         Err(e) => {
             let mut f = Findings::default();
-            let key = match &e {
-                ConfigError::Invalid { key, .. } => key.clone(),
-                _ => "(file)".to_string(),
-            };
-            f.error(key, e.to_string());
-            f
+            f.error("(file)", e.to_string());
+            return f;
+        }
+    };
+    let cfg = match Config::load_unchecked(path) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            let mut f = Findings::default();
+            f.error(first.key, first.problem);
+            f.error("(file)", e.to_string());
+            return f;
+        }
+    };
+    let mut f = check(&cfg);
+    check_durations(&cfg, &mut f);
+    if !f.errors.iter().any(|p| p.key == first.key) {
+        f.errors.insert(0, first);
+    }
+    f
+}
+
+/// Every duration of the file (when [`Config::load`] refused it, it named only the first bad one).
+fn check_durations(cfg: &Config, f: &mut Findings) {
+    let mut keys: Vec<(String, &str)> = vec![
+        ("trust.fetch_timeout".into(), &cfg.trust.fetch_timeout),
+        ("discovery.timeout".into(), &cfg.discovery.timeout),
+        (
+            "discovery.cache_ttl_max".into(),
+            &cfg.discovery.cache_ttl_max,
+        ),
+        ("discovery.negative_ttl".into(), &cfg.discovery.negative_ttl),
+        (
+            "smtp_in.command_timeout".into(),
+            &cfg.smtp_in.command_timeout,
+        ),
+        ("smtp_in.data_timeout".into(), &cfg.smtp_in.data_timeout),
+        ("smtp_out.lifetime".into(), &cfg.smtp_out.lifetime),
+        ("smtp_out.retry_initial".into(), &cfg.smtp_out.retry_initial),
+        ("smtp_out.retry_max".into(), &cfg.smtp_out.retry_max),
+        ("smtp_out.timeout".into(), &cfg.smtp_out.timeout),
+        ("mdn.processed_timeout".into(), &cfg.mdn.processed_timeout),
+        ("mdn.dispatched_timeout".into(), &cfg.mdn.dispatched_timeout),
+    ];
+    for (i, m) in cfg.imap.iter().enumerate() {
+        keys.push((format!("imap[{i}].poll_interval"), &m.poll_interval));
+    }
+    for (key, value) in keys {
+        if crate::config::parse_duration(value).is_none() {
+            f.error(
+                key,
+                format!("'{value}' is not a duration (use e.g. \"30s\", \"5m\", \"24h\")"),
+            );
         }
     }
 }
@@ -538,12 +592,35 @@ mod tests {
     }
 
     #[test]
-    fn a_broken_file_is_one_error() {
+    fn every_bad_duration_is_reported_with_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "[smtp_out]\ntimeout = \"soon\"\n").unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "[agent]\ndata_dir = \"{}\"\n[smtp_out]\ntimeout = \"soon\"\nlifetime = \"forever\"\n[[sink]]\nkind = \"command\"\nprogram = \"/no/such/program\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let f = check_file(&path);
+        let keys: Vec<&str> = f.errors.iter().map(|p| p.key.as_str()).collect();
+        for want in ["smtp_out.lifetime", "smtp_out.timeout", "sink[0].program"] {
+            assert_eq!(
+                keys.iter().filter(|k| **k == want).count(),
+                1,
+                "{want} not reported once: {f:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unparsable_file_is_one_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[agent\n").unwrap();
         let f = check_file(&path);
         assert_eq!(f.errors.len(), 1, "{f:#?}");
-        assert_eq!(f.errors[0].key, "smtp_out.timeout");
+        assert_eq!(f.errors[0].key, "(file)");
     }
 }

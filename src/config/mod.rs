@@ -322,6 +322,24 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Read a configuration file without its semantic checks (durations, addresses, pairs of
+    /// keys), paths resolved: for `config check`, which reports the first failed check of
+    /// [`Config::load`] and goes on checking everything else instead of stopping there.
+    pub fn load_unchecked(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        cfg.resolve_paths(&base);
+        cfg.source = path.to_path_buf();
+        Ok(cfg)
+    }
+
     /// Parse configuration text; `path` is used in messages only. Paths stay as written.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
