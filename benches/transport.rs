@@ -93,8 +93,10 @@ fn config(
     let route = route_port
         .map(|p| format!("[[smtp_out.route]]\ndomain = \"{partner}\"\nhost = \"127.0.0.1\"\nport = {p}\ntls = \"none\"\n"))
         .unwrap_or_default();
+    // insecure_key_permissions: the committed test keys (certs/) are public test material, which
+    // git checks out 0644; the agent refuses readable keys otherwise.
     let text = format!(
-        "[agent]\ndata_dir = \"{data}\"\n[trust]\nrevocation = \"off\"\naia = false\n[discovery]\nldap = false\n  [[discovery.certificate]]\n  for = \"{partner}\"\n  file = \"{pc}\"\n[[domain]]\nname = \"{domain}\"\nintermediates = [\"{inter}\"]\n{creds}\n[smtp_in]\nlisten = \"127.0.0.1:0\"\nmax_connections = 64\n[smtp_out]\nconcurrency = 16\nper_domain_concurrency = 16\n{route}\n[[sink]]\nkind = \"directory\"\npath = \"{inbox}\"\n{extra}\n",
+        "[agent]\ninsecure_key_permissions = true\ndata_dir = \"{data}\"\n[trust]\nrevocation = \"off\"\naia = false\n[discovery]\nldap = false\n  [[discovery.certificate]]\n  for = \"{partner}\"\n  file = \"{pc}\"\n[[domain]]\nname = \"{domain}\"\nintermediates = [\"{inter}\"]\n{creds}\n[smtp_in]\nlisten = \"127.0.0.1:0\"\nmax_connections = 64\n[smtp_out]\nconcurrency = 16\nper_domain_concurrency = 16\n{route}\n[[sink]]\nkind = \"directory\"\npath = \"{inbox}\"\n{extra}\n",
         data = dir.join(format!("{name}-data")).display(),
         pc = cert(partner_cert).display(),
         inter = cert(if partner == "hisp-a.example" {

@@ -38,6 +38,12 @@ pub enum CredentialError {
     /// The PKCS#12 password is wrong or the file is corrupt.
     #[error("cannot open PKCS#12 {path}: wrong password or corrupt file")]
     Pkcs12 { path: PathBuf },
+    /// A private key file that users other than its owner may read (unix mode & 0o077 != 0).
+    #[error(
+        "private key {path} is readable by group or others (mode {mode:04o}): run `chmod 600 {path}` \
+         (for public test keys only: [agent] insecure_key_permissions = true)"
+    )]
+    KeyPermissions { path: PathBuf, mode: u32 },
     /// The key does not belong to the certificate.
     #[error("the private key in {key} does not match the certificate {cert} (subject {subject})")]
     Mismatch {
@@ -70,6 +76,29 @@ fn read(path: &Path) -> Result<Vec<u8>, CredentialError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Refuse a private key file (PEM or PKCS#12) that its group or others may read: the key is the
+/// HISP's identity and decrypts PHI. On other systems than unix there is no mode to check.
+/// Configured keys are checked (unless `[agent] insecure_key_permissions`); keys given on the
+/// command line (`message seal/open --sign-key/--key`) are not.
+pub fn check_key_permissions(path: &Path) -> Result<(), CredentialError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(|source| CredentialError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(CredentialError::KeyPermissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Whether a key file is PKCS#12, by its extension (`.p12`, `.pfx`, any case).
@@ -175,5 +204,36 @@ impl Credential {
             });
         }
         Ok(Credential { key, cert, chain })
+    }
+}
+
+#[cfg(all(test, unix))]
+mod permission_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn key_with_mode(dir: &Path, mode: u32) -> PathBuf {
+        let p = dir.join(format!("k{mode:o}.key"));
+        std::fs::write(&p, b"not read here").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_key_readable_by_others_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = key_with_mode(dir.path(), 0o644);
+        let e = check_key_permissions(&p).unwrap_err().to_string();
+        assert!(e.contains(&p.display().to_string()), "{e}");
+        assert!(e.contains("mode 0644"), "{e}");
+        assert!(e.contains(&format!("chmod 600 {}", p.display())), "{e}");
+        assert!(check_key_permissions(&key_with_mode(dir.path(), 0o640)).is_err());
+    }
+
+    #[test]
+    fn an_owner_only_key_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_key_permissions(&key_with_mode(dir.path(), 0o600)).is_ok());
+        assert!(check_key_permissions(&key_with_mode(dir.path(), 0o400)).is_ok());
     }
 }

@@ -6,7 +6,7 @@ use openssl::x509::X509;
 
 use crate::address::DirectAddress;
 use crate::config::{Config, Usage};
-use crate::credential::{Credential, CredentialError, load_certificates};
+use crate::credential::{Credential, CredentialError, check_key_permissions, load_certificates};
 use crate::trust::Binding;
 use crate::trust::binding_for;
 
@@ -59,6 +59,12 @@ impl LocalDomain {
                     0
                 };
                 for (j, c) in d.credentials.iter().take(wanted).enumerate() {
+                    if !cfg.agent.insecure_key_permissions {
+                        check_key_permissions(&c.key).map_err(|source| DomainError {
+                            key: format!("domain[{i}].credential[{j}].key"),
+                            source,
+                        })?;
+                    }
                     let credential =
                         Credential::load(&c.key, c.cert.as_deref(), c.password_env.as_deref())
                             .map_err(|source| DomainError {
@@ -161,5 +167,39 @@ mod tests {
         assert!(e.to_string().contains("domain[0].credential[0]"), "{e}");
         let public = LocalDomain::load_all_public(&cfg).expect("no keys are read");
         assert!(public[0].credentials.is_empty());
+    }
+
+    /// A configuration whose one credential is a copy of the committed hisp-b key, `mode`.
+    #[cfg(unix)]
+    fn with_key_mode(dir: &std::path::Path, mode: u32, insecure: bool) -> Config {
+        use std::os::unix::fs::PermissionsExt;
+        let certs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+        let key = dir.join(format!("b-{mode:o}.key"));
+        std::fs::copy(certs.join("hisp-b.example.key"), &key).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        Config::parse(
+            &format!(
+                "[agent]\ninsecure_key_permissions = {insecure}\n[[domain]]\nname = \"hisp-b.example\"\n[[domain.credential]]\nkey = \"{}\"\ncert = \"{}\"\n",
+                key.display(),
+                certs.join("hisp-b.example.fullchain.pem").display()
+            ),
+            std::path::Path::new("x.toml"),
+        )
+        .unwrap()
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_configured_key_readable_by_others_is_refused_unless_insecure() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = LocalDomain::load_all(&with_key_mode(dir.path(), 0o644, false)).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("domain[0].credential[0].key"), "{text}");
+        assert!(
+            text.contains("mode 0644") && text.contains("chmod 600"),
+            "{text}"
+        );
+        assert!(LocalDomain::load_all(&with_key_mode(dir.path(), 0o600, false)).is_ok());
+        assert!(LocalDomain::load_all(&with_key_mode(dir.path(), 0o644, true)).is_ok());
     }
 }

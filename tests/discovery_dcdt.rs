@@ -762,6 +762,8 @@ fn seal_discovers(w: &World) -> Result<String, String> {
         format!(
             r#"[agent]
 data_dir = "{data}"
+# The committed test keys (certs/) are public test material; git checks them out 0644.
+insecure_key_permissions = true
 
 [trust]
 revocation = "require"

@@ -399,8 +399,11 @@ fn serve_refreshes_trust_bundles_when_due() {
         from_bundle(&b),
         rb.log_text()
     );
+    // The store changes before the refresh's log line is written: wait for the line too.
     assert!(
-        rb.log_text().contains("added 1, removed 1"),
+        wait_until(Duration::from_secs(5), || rb
+            .log_text()
+            .contains("added 1, removed 1")),
         "{}",
         rb.log_text()
     );

@@ -67,6 +67,8 @@ fn config(dir: &Path, revocation: &str) -> PathBuf {
         format!(
             r#"[agent]
 data_dir = "{data}"
+# The committed test keys (certs/) are public test material; git checks them out 0644.
+insecure_key_permissions = true
 
 [trust]
 revocation = "{revocation}"

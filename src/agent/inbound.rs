@@ -262,7 +262,7 @@ pub fn process(
                     );
                 }
                 Delivered::Permanent { reason, .. } => {
-                    tracing::error!(sink_reason = %reason, "the reject sink refused a message that failed HL7 validation; quarantined");
+                    tracing::error!(message_id = report.message_id.as_deref().unwrap_or("-"), from = %report.from, sink_reason = %reason, "the reject sink refused a message that failed HL7 validation; quarantined");
                     None
                 }
             }
@@ -440,7 +440,7 @@ fn deliver_all(
                 if let Err(e) = spool.disable_credential(&credential, &reason, now) {
                     tracing::error!(credential = %credential, error = %e, "cannot record a disabled credential");
                 }
-                tracing::error!(alert = true, credential = %credential, sink = %sink.name(), reason = %reason, "ALERT: sink credential refused; disabled until `direct-agent credentials reset {credential}`");
+                tracing::error!(alert = true, message_id = delivery.message_id.unwrap_or("-"), from = %delivery.from, credential = %credential, sink = %sink.name(), reason = %reason, "ALERT: sink credential refused; disabled until `direct-agent credentials reset {credential}`");
                 return Delivered::Transient(format!(
                     "sink {}: credential {credential} refused and disabled: {reason}",
                     sink.name()

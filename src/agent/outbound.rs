@@ -106,9 +106,15 @@ pub async fn attempt(
             ),
         }
     } else {
-        let outcome = outbound
-            .deliver(&entry.domain, &entry.mail_from, &entry.rcpt_to, &entry.raw)
-            .await;
+        // The transport's events (one per host tried) carry the entry and Message-ID through
+        // this span.
+        let span =
+            tracing::info_span!("delivery", entry = entry.id, message_id = %entry.message_id);
+        let outcome = tracing::Instrument::instrument(
+            outbound.deliver(&entry.domain, &entry.mail_from, &entry.rcpt_to, &entry.raw),
+            span,
+        )
+        .await;
         let now = SystemClock.unix_seconds();
         match outcome {
             Ok(d) => AttemptResult::Sent {
@@ -181,16 +187,16 @@ pub async fn attempt(
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match &result {
         AttemptResult::Sent { detail } => {
-            tracing::info!(entry = entry.id, message_id = %entry.message_id, domain = %entry.domain, recipients = entry.rcpt_to.len(), elapsed_ms, reply = %detail, "delivered")
+            tracing::info!(entry = entry.id, message_id = %entry.message_id, from = %entry.mail_from, to = ?entry.rcpt_to, domain = %entry.domain, recipients = entry.rcpt_to.len(), elapsed_ms, reply = %detail, state = state.as_str(), "delivered")
         }
         AttemptResult::Transient {
             detail,
             next_attempt_at,
         } => {
-            tracing::warn!(entry = entry.id, message_id = %entry.message_id, domain = %entry.domain, elapsed_ms, reason = %detail, next_in_s = next_attempt_at - now, state = state.as_str(), "delivery attempt failed (transient)")
+            tracing::warn!(entry = entry.id, message_id = %entry.message_id, from = %entry.mail_from, to = ?entry.rcpt_to, domain = %entry.domain, elapsed_ms, reason = %detail, next_in_s = next_attempt_at - now, state = state.as_str(), "delivery attempt failed (transient)")
         }
         AttemptResult::Permanent { detail } => {
-            tracing::warn!(entry = entry.id, message_id = %entry.message_id, domain = %entry.domain, elapsed_ms, reason = %detail, "delivery failed permanently")
+            tracing::warn!(entry = entry.id, message_id = %entry.message_id, from = %entry.mail_from, to = ?entry.rcpt_to, domain = %entry.domain, elapsed_ms, reason = %detail, state = state.as_str(), "delivery failed permanently")
         }
         AttemptResult::Blocked { credential, .. } => {
             tracing::warn!(entry = entry.id, message_id = %entry.message_id, domain = %entry.domain, credential = %credential, "delivery blocked on a disabled credential")

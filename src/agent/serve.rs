@@ -183,6 +183,7 @@ async fn run_inbound_workers(
                             inbound = entry.id,
                             message_id,
                             from = %entry.mail_from,
+                            to = ?entry.rcpt_to,
                             size = entry.size,
                             elapsed_ms,
                             disposition = "delivered",
@@ -192,8 +193,10 @@ async fn run_inbound_workers(
                             inbound = entry.id,
                             message_id,
                             from = %entry.mail_from,
+                            to = ?entry.rcpt_to,
                             refusal = %kind,
                             reason = %reason,
+                            elapsed_ms,
                             disposition = "quarantined",
                             "message refused and quarantined"
                         ),
@@ -203,8 +206,13 @@ async fn run_inbound_workers(
                         } => tracing::warn!(
                             inbound = entry.id,
                             message_id,
+                            from = %entry.mail_from,
+                            to = ?entry.rcpt_to,
                             reason = %reason,
+                            elapsed_ms,
+                            attempts = entry.attempts,
                             next_in_s = next_attempt_at - now,
+                            disposition = "retry",
                             "sink failed; retrying later"
                         ),
                     }
@@ -508,6 +516,14 @@ impl Server {
             domains: ctx.domains.iter().map(|d| d.name.clone()).collect(),
             wake: inbound_wake.clone(),
         });
+        if cfg.agent.insecure_key_permissions {
+            tracing::warn!(
+                "insecure: [agent] insecure_key_permissions = true: private key files readable by group or others are accepted (public test keys only)"
+            );
+        } else if let Some(key) = &cfg.smtp_in.tls_key {
+            crate::credential::check_key_permissions(key)
+                .map_err(|e| format!("configuration smtp_in.tls_key: {e}"))?;
+        }
         let settings = Arc::new(SmtpServerSettings::from_config(
             &cfg.smtp_in,
             &cfg.agent.hostname,

@@ -9,6 +9,7 @@
 mod anchors;
 pub(crate) mod bundles;
 mod certs;
+mod config_check;
 mod hl7;
 mod message;
 mod ping;
@@ -49,6 +50,12 @@ enum Command {
     Message {
         #[command(subcommand)]
         command: message::MessageCommand,
+    },
+    /// Check the configuration file and everything it names (keys, certificates, anchors, ports,
+    /// environment variables, sinks); every problem with its key path.
+    Config {
+        #[command(subcommand)]
+        command: config_check::ConfigCommand,
     },
     /// Check certificates the way the agent does.
     Certs {
@@ -130,6 +137,7 @@ where
     let config = cli.config.as_deref();
     match cli.command {
         Command::Message { command } => message::run(command, config),
+        Command::Config { command } => config_check::run(command, config),
         Command::Certs { command } => certs::run(command, config),
         Command::Anchors { command } => anchors::run(command, config),
         Command::Bundles { command } => bundles::run(command, config),

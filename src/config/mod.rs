@@ -103,6 +103,11 @@ pub struct AgentConfig {
     /// or `P`). Switch to `production` when the partner moves from test to live messages.
     #[serde(default = "default_environment")]
     pub environment: crate::hl7::validate::Environment,
+    /// Accept private key files (`[[domain.credential]] key`, `smtp_in.tls_key`) that group or
+    /// others may read. Default false: such a key is refused with the `chmod 600` fix. Only for
+    /// public test keys (the committed `certs/`, which git checks out 0644); logged at start-up.
+    #[serde(default)]
+    pub insecure_key_permissions: bool,
 }
 
 impl Default for AgentConfig {
@@ -111,6 +116,7 @@ impl Default for AgentConfig {
             data_dir: default_data_dir(),
             hostname: default_hostname(),
             environment: default_environment(),
+            insecure_key_permissions: false,
         }
     }
 }
@@ -315,6 +321,24 @@ impl Config {
             source,
         })?;
         let mut cfg = Config::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        cfg.resolve_paths(&base);
+        cfg.source = path.to_path_buf();
+        Ok(cfg)
+    }
+
+    /// Read a configuration file without its semantic checks (durations, addresses, pairs of
+    /// keys), paths resolved: for `config check`, which reports the first failed check of
+    /// [`Config::load`] and goes on checking everything else instead of stopping there.
+    pub fn load_unchecked(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         cfg.resolve_paths(&base);
         cfg.source = path.to_path_buf();

@@ -44,6 +44,19 @@ pub struct Extra {
     pub sinks: Option<String>,
 }
 
+/// A copy of the committed test key `stem.key` in `dir/keys`, readable by its owner only (0600):
+/// the agent refuses configured keys that group or others may read, and git checks the committed
+/// ones out 0644.
+fn private_key(dir: &Path, stem: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let copy = keys.join(format!("{stem}.key"));
+    std::fs::copy(cert(&format!("{stem}.key")), &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).unwrap();
+    copy
+}
+
 fn write_config(
     dir: &Path,
     me: &AgentSetup,
@@ -57,7 +70,7 @@ fn write_config(
         .map(|stem| {
             format!(
                 "  [[domain.credential]]\n  key = \"{}\"\n  cert = \"{}\"\n",
-                cert(&format!("{stem}.key")).display(),
+                private_key(dir, stem).display(),
                 cert(&format!("{stem}.fullchain.pem")).display()
             )
         })
