@@ -91,6 +91,24 @@ fn kill_9_with_messages_in_flight_loses_and_duplicates_nothing() {
         rb.log_text()
     );
 
+    // A sink writes the sidecar before the spool records the delivery: let the last records land.
+    let recorded = wait_until(Duration::from_secs(30), || {
+        [(&b, &to_b), (&a, &to_a)].iter().all(|(receiver, sent)| {
+            SqliteSpool::open(&receiver.data_dir)
+                .and_then(|s| s.list_inbound(None))
+                .is_ok_and(|entries| {
+                    entries
+                        .iter()
+                        .filter(|e| e.message_id.as_ref().is_some_and(|id| sent.contains(id)))
+                        .all(|e| e.state == InboundState::Delivered)
+                })
+        })
+    });
+    assert!(
+        recorded,
+        "deliveries not recorded in the spools within 30 s"
+    );
+
     for (receiver, sender, sent) in [(&b, &a, &to_b), (&a, &b, &to_a)] {
         // The sink: one sidecar per message, exactly the sent set.
         let ids = sidecar_ids(receiver);
