@@ -255,8 +255,7 @@ fn mllp_engine(msa1: &'static str) -> u16 {
             let Ok(mut s) = stream else { continue };
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
-            loop {
-                let Ok(n) = s.read(&mut chunk) else { break };
+            while let Ok(n) = s.read(&mut chunk) {
                 if n == 0 {
                     break;
                 }
