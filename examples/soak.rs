@@ -24,7 +24,9 @@
 //!   no reason); never both, never two sidecars; no sidecar that was not sent; nothing else
 //!   quarantined (the MDNs about the soak's messages must all be accepted);
 //! - each sender holds exactly one outbound `message` entry per Message-ID, and every outbound
-//!   entry (messages, MDNs, DSNs) is `sent`.
+//!   entry (messages, MDNs, DSNs) is `sent`;
+//! - each sent message's delivery tracking (`status`) is `complete`: its processed MDN, and its
+//!   dispatched MDN with `--request-mdn`, came back and were accepted.
 //!
 //! Exit 0 when everything reconciles, 1 on any discrepancy, 2 on a setup error.
 
@@ -443,6 +445,8 @@ struct Tally {
     outbound_by_kind: BTreeMap<String, usize>,
     outbound_not_sent: Vec<String>,
     outbound_entries_wrong: Vec<String>,
+    /// Sent messages whose delivery tracking is not `complete` (an MDN missing or refused).
+    tracking_incomplete: Vec<String>,
 }
 
 impl Tally {
@@ -455,6 +459,7 @@ impl Tally {
             + self.other_quarantined.len()
             + self.outbound_not_sent.len()
             + self.outbound_entries_wrong.len()
+            + self.tracking_incomplete.len()
     }
 }
 
@@ -477,6 +482,26 @@ fn sidecar_ids(inbox: &Path) -> Result<Vec<String>, String> {
         }
     }
     Ok(ids)
+}
+
+/// Message-ID -> tracking state, read from the sender's spool (`status --json` lists only the
+/// newest 100).
+fn tracking_states(data_dir: &Path) -> Result<BTreeMap<String, String>, String> {
+    let path = data_dir.join("spool.sqlite");
+    let db = rusqlite::Connection::open_with_flags(
+        &path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    let _ = db.busy_timeout(Duration::from_secs(30));
+    let mut stmt = db
+        .prepare("SELECT message_id, state FROM tracking WHERE kind = 'message'")
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn reconcile(fleet: &Fleet, sent: &BTreeMap<String, usize>) -> Result<Tally, String> {
@@ -549,8 +574,15 @@ fn reconcile(fleet: &Fleet, sent: &BTreeMap<String, usize>) -> Result<Tally, Str
                 *entries.entry(id).or_default() += 1;
             }
         }
+        // Delivery tracking (what `status` shows): processed, and dispatched when requested.
+        let tracking = tracking_states(&agent.data_dir)?;
         for (id, from) in sent {
             if *from == receiver {
+                let state = tracking.get(id).map(String::as_str).unwrap_or("untracked");
+                if state != "complete" {
+                    t.tracking_incomplete
+                        .push(format!("{}: {id} is {state}", agent.name));
+                }
                 let n = entries.get(id).copied().unwrap_or(0);
                 if n != 1 {
                     t.outbound_entries_wrong
@@ -747,6 +779,7 @@ fn main() -> ExitCode {
                 ("other quarantined (notifications)", &t.other_quarantined),
                 ("outbound not sent", &t.outbound_not_sent),
                 ("outbound entries", &t.outbound_entries_wrong),
+                ("tracking not complete", &t.tracking_incomplete),
             ];
             for (what, list) in lists {
                 if !list.is_empty() {
