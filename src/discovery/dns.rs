@@ -6,6 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use hickory_proto::rr::rdata::CERT;
 use hickory_proto::rr::{RData, RecordType};
 use hickory_resolver::Resolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
@@ -87,6 +88,28 @@ impl HickoryDns {
     }
 }
 
+fn cert_record(c: CERT) -> CertRecord {
+    CertRecord {
+        cert_type: u16::from(c.cert_type),
+        data: c.cert_data,
+    }
+}
+
+/// Read the RDATA of a CERT record (RFC 4398: type, key tag, algorithm, certificate or URL) as it
+/// comes off the wire, the way the resolver reads an answer. For the fuzz target and tools; lookups
+/// go through [`HickoryDns`].
+pub fn cert_record_from_rdata(rdata: &[u8]) -> Result<CertRecord, String> {
+    if rdata.len() > usize::from(u16::MAX) {
+        return Err(format!(
+            "CERT RDATA of {} bytes is longer than a DNS record can be",
+            rdata.len()
+        ));
+    }
+    CERT::try_from(rdata)
+        .map(cert_record)
+        .map_err(|e| format!("malformed CERT RDATA: {e}"))
+}
+
 fn describe(e: &NetError) -> String {
     match e {
         NetError::Timeout => "timed out (no answer from the name server)".into(),
@@ -100,10 +123,7 @@ impl Dns for HickoryDns {
         let records = data
             .into_iter()
             .filter_map(|d| match d {
-                RData::CERT(c) => Some(CertRecord {
-                    cert_type: u16::from(c.cert_type),
-                    data: c.cert_data,
-                }),
+                RData::CERT(c) => Some(cert_record(c)),
                 _ => None,
             })
             .collect();
@@ -169,4 +189,30 @@ pub fn resolver_builder(
             TokioRuntimeProvider::default(),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cert_rdata_pkix_and_ipkix() {
+        // type 1 (PKIX), key tag 0, algorithm 0, then the DER.
+        let rec = cert_record_from_rdata(&[0, 1, 0, 0, 0, 0x30, 0x03, 0x02, 0x01, 0x01]).unwrap();
+        assert_eq!(rec.cert_type, super::super::CERT_PKIX);
+        assert_eq!(rec.data, vec![0x30, 0x03, 0x02, 0x01, 0x01]);
+        let mut ipkix = vec![0, 4, 0, 0, 0];
+        ipkix.extend_from_slice(b"http://ca.example/c.cer");
+        let rec = cert_record_from_rdata(&ipkix).unwrap();
+        assert_eq!(rec.cert_type, super::super::CERT_IPKIX);
+        assert_eq!(rec.data, b"http://ca.example/c.cer");
+    }
+
+    #[test]
+    fn cert_rdata_short_or_oversized_is_an_error() {
+        for short in [&[][..], &[0], &[0, 1, 0, 0, 0]] {
+            assert!(cert_record_from_rdata(short).is_err(), "{short:?}");
+        }
+        assert!(cert_record_from_rdata(&vec![0; 70_000]).is_err());
+    }
 }

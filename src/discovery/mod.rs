@@ -21,7 +21,7 @@ mod ldap;
 mod srv;
 
 pub use cache::DiscoveryCache;
-pub use dns::{HickoryDns, resolver_builder};
+pub use dns::{HickoryDns, cert_record_from_rdata, resolver_builder};
 pub use ldap::LdapDirectory;
 pub use srv::rfc2782_order;
 

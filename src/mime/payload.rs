@@ -85,7 +85,15 @@ fn looks_like_xdm(data: &[u8]) -> bool {
 
 /// Extract every payload. The message body text is not a payload.
 pub fn extract(message: &[u8]) -> Option<Vec<Payload>> {
-    let parsed = MessageParser::default().parse(message)?;
+    // mail-parser 0.11.9 has a `debug_assert!(false, "Invalid part ID, could not find
+    // multipart.")` that a malformed nested multipart reaches (found by the `mime_entity` fuzz
+    // target): a panic in debug builds on what a peer sent. Whatever the parser panics on is
+    // not a readable message; `parse` gets only the borrowed input, so nothing is left half-done.
+    let parsed = std::panic::catch_unwind(|| MessageParser::default().parse(message))
+        .unwrap_or_else(|_| {
+            tracing::warn!("the MIME parser panicked on a received message; treated as unreadable");
+            None
+        })?;
     let context_cid = parsed.header_raw("X-Direct-Context").map(|v| {
         v.trim()
             .trim_start_matches('<')
@@ -164,6 +172,15 @@ pub fn extract(message: &[u8]) -> Option<Vec<Payload>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fuzz crasher: a nested multipart that trips mail-parser's debug assertion.
+    #[test]
+    fn parser_panic_is_an_unreadable_message() {
+        let crasher = include_bytes!(
+            "../../tests/fixtures/fuzz/mime_entity/mail-parser-debug-assert-invalid-part-id.eml"
+        );
+        let _ = extract(crasher);
+    }
 
     #[test]
     fn finds_field_hl7_types_and_named_text() {

@@ -873,7 +873,7 @@ impl Spool for SqliteSpool {
 
     fn retry(&self, id: i64, now: i64) -> Result<bool, SpoolError> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let history: Option<String> = tx
                 .query_row(
                     "SELECT history FROM outbound WHERE id = ?1 AND state IN ('queued', 'failed') AND blocked_on IS NULL",
@@ -901,7 +901,7 @@ impl Spool for SqliteSpool {
 
     fn drop_entry(&self, id: i64, now: i64) -> Result<bool, SpoolError> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let history: Option<String> = tx
                 .query_row(
                     "SELECT history FROM outbound WHERE id = ?1 AND state IN ('queued', 'failed')",

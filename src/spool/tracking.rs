@@ -3,7 +3,7 @@
 //! the MDNs we sent (so none goes twice for the same message, recipient and disposition); and the
 //! pongs received for our pings.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
 use super::{SpoolError, SqliteSpool};
@@ -212,7 +212,11 @@ impl SqliteSpool {
     ) -> Result<NoticeOutcome, SpoolError> {
         let recipient = recipient.to_ascii_lowercase();
         self.with(|c| {
-            let tx = c.transaction()?;
+            // Read, then write: IMMEDIATE takes the write lock first (waiting out `busy_timeout`).
+            // A deferred transaction would read a snapshot and then fail with "database is
+            // locked" when another process (`send`, the queue) committed in between, which
+            // quarantined MDNs under load (found by the soak test, examples/soak.rs).
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let row = tx
                 .query_row(
                     &format!("SELECT {COLUMNS} FROM tracking WHERE message_id = ?1 AND recipient = ?2"),
@@ -303,7 +307,7 @@ impl SqliteSpool {
         dispatched_timeout: i64,
     ) -> Result<Vec<Tracked>, SpoolError> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let due: Vec<Tracked> = {
                 let mut stmt = tx.prepare(&format!(
                     "SELECT {COLUMNS} FROM tracking WHERE
@@ -590,6 +594,41 @@ mod tests {
         assert!(
             s.claim_notification("<x>", "b@x.example", "dispatched", 2)
                 .unwrap()
+        );
+    }
+
+    /// A writer that commits while `record_notice` runs made the deferred transaction fail with
+    /// "database is locked" (the MDN was quarantined); now it waits its turn.
+    #[test]
+    fn record_notice_waits_for_a_concurrent_writer() {
+        let (d, s) = spool();
+        s.track(
+            "a@x.example",
+            "<m>",
+            &["b@x.example".into()],
+            "message",
+            false,
+            100,
+        )
+        .unwrap();
+        s.track_sent("<m>", &["b@x.example".into()], 101).unwrap();
+        let other = rusqlite::Connection::open(d.path().join("spool.sqlite")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        other
+            .execute(
+                "UPDATE tracking SET notes = notes WHERE message_id = '<m>'",
+                [],
+            )
+            .unwrap();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        let outcome = s.record_notice("<m>", "b@x.example", Notice::Processed, "", 102);
+        writer.join().unwrap();
+        assert_eq!(
+            outcome.unwrap(),
+            NoticeOutcome::Updated(TrackState::Complete)
         );
     }
 }
