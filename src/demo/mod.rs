@@ -256,7 +256,9 @@ fn run_inner(keep: Option<PathBuf>) -> Result<i32, String> {
     match (&keep, &result) {
         (None, Ok(0)) => {
             let _ = std::fs::remove_dir_all(&dir);
-            println!("\n(the demo folder was removed: `direct-agent demo --keep DIR` keeps the PKI, configurations,\n stores, sink folders, agents.log and review.html to look at)");
+            println!(
+                "\n(the demo folder was removed: `direct-agent demo --keep DIR` keeps the PKI, configurations,\n stores, sink folders, agents.log and review.html to look at)"
+            );
         }
         _ => println!("\nthe demo folder is kept: {}", dir.display()),
     }
