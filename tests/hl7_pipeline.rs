@@ -458,3 +458,46 @@ fn an_iis_refusing_the_sink_credential_gets_one_request_until_an_operator_resets
     let last = &peer.requests()[1];
     assert_eq!(last.header("X-Direct-From"), Some("ehr@hisp-a.example"));
 }
+
+#[test]
+fn an_operator_can_deliver_a_message_that_failed_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let b_extra = Extra {
+        tail: Some("[hl7]\nprofile = \"immunization\"\n".into()),
+        ..Extra::default()
+    };
+    let (a, b) = two_agents(dir.path(), &Extra::default(), &b_extra);
+    let no_nk1 = variant(dir.path(), "no-nk1.hl7", |t| {
+        t.split('\r')
+            .filter(|s| !s.starts_with("NK1|"))
+            .collect::<Vec<_>>()
+            .join("\r")
+    });
+    let ra = start(&a);
+    let rb = start(&b);
+    send(&a, &no_nk1, &[]);
+    let held = wait_until(Duration::from_secs(30), || {
+        quarantine(&b).as_array().is_some_and(|q| q.len() == 1)
+    });
+    assert!(held, "A:\n{}\nB:\n{}", ra.log_text(), rb.log_text());
+    let id = quarantine(&b)[0]["id"].as_i64().unwrap().to_string();
+    // Only an hl7 quarantine can be overridden; a plain release would fail validation again.
+    let out = cli(&b, &["quarantine", "release", &id, "--accept-invalid-hl7"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let delivered = wait_until(Duration::from_secs(30), || sidecars(&b.inbox).len() == 1);
+    assert!(delivered, "B:\n{}", rb.log_text());
+    let car: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&sidecars(&b.inbox)[0]).unwrap()).unwrap();
+    let v = &car["metadata"]["validation"];
+    assert_eq!(v["passed"], false, "{car}");
+    assert_eq!(v["overridden_by_operator"], true, "{car}");
+    assert!(v.to_string().contains("NK1-MISSING"), "{car}");
+    assert!(quarantine(&b).as_array().unwrap().is_empty());
+    assert!(rb.log_text().contains("an operator overrode it"));
+}

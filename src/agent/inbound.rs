@@ -201,6 +201,13 @@ pub fn process(
             };
         }
     };
+    // An operator released this message with `--accept-invalid-hl7`: deliver it with its
+    // findings recorded, and send no ACK of ours (a sink's ACK still goes back).
+    let overridden = !verdict.passed()
+        && crate::spool::Spool::overridden(spool, entry.id, "hl7").unwrap_or(false);
+    if overridden {
+        tracing::warn!(inbound = entry.id, message_id = ?report.message_id, from = %report.from, "delivering a message that failed HL7 validation: an operator overrode it");
+    }
     let metadata = DeliveryMetadata {
         message_id: report.message_id.clone(),
         from: report.from.clone(),
@@ -211,7 +218,13 @@ pub fn process(
         received_at: entry.received_at,
         accepted_at: now,
         source: entry.source.clone(),
-        validation: verdict.profile.map(|_| verdict.to_json()),
+        validation: verdict.profile.map(|_| {
+            let mut v = verdict.to_json();
+            if overridden {
+                v["overridden_by_operator"] = serde_json::Value::Bool(true);
+            }
+            v
+        }),
     };
     let delivery = SinkDelivery {
         inbound_id: entry.id,
@@ -240,7 +253,7 @@ pub fn process(
         )
     };
 
-    if !verdict.passed() {
+    if !verdict.passed() && !overridden {
         // Refused by validation: to the reject sinks if any take it, else quarantine. The sender
         // hears of it through a failed MDN (when asked) and an AE/AR ACK (when configured).
         let summary = verdict.summary();
@@ -363,10 +376,12 @@ pub fn process(
     if final_destination {
         notify::send_mdns(ctx, spool, &report, &ours, &Disposition::Dispatched, true);
     }
-    let acks = if sink_acks.is_empty() {
-        reply::build_acks(&verdict, &report.payloads, now)
-    } else {
+    let acks = if !sink_acks.is_empty() {
         sink_acks
+    } else if overridden {
+        Vec::new()
+    } else {
+        reply::build_acks(&verdict, &report.payloads, now)
     };
     let ack = send_acks(&acks);
     let detail = serde_json::json!({
@@ -375,6 +390,7 @@ pub fn process(
         "payloads": report.payloads.iter().map(|p| serde_json::json!({"content_type": p.content_type, "size": p.data.len()})).collect::<Vec<_>>(),
         "sinks": locations,
         "validation": verdict.profile.map(|_| verdict.to_json()),
+        "hl7_overridden": overridden,
         "ack": ack,
     });
     Processed {

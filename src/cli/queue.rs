@@ -67,6 +67,10 @@ pub enum QuarantineCommand {
         /// Every quarantined message.
         #[arg(long)]
         all: bool,
+        /// Deliver the message(s) although they failed HL7 validation (an operator's decision,
+        /// recorded; the findings stay in the sidecar). Only for messages quarantined as `hl7`.
+        #[arg(long)]
+        accept_invalid_hl7: bool,
     },
 }
 
@@ -309,7 +313,12 @@ pub fn run_quarantine(cmd: QuarantineCommand, config: Option<&Path>) -> i32 {
             }
             0
         }
-        QuarantineCommand::Release { id: None, kind, .. } => {
+        QuarantineCommand::Release {
+            id: None,
+            kind,
+            accept_invalid_hl7,
+            ..
+        } => {
             let entries = match spool.list_inbound(Some(InboundState::Quarantined)) {
                 Ok(e) => e,
                 Err(e) => return failed(e),
@@ -317,11 +326,17 @@ pub fn run_quarantine(cmd: QuarantineCommand, config: Option<&Path>) -> i32 {
             let chosen: Vec<_> = entries
                 .iter()
                 .filter(|e| kind.is_none() || e.reason_kind == kind)
+                .filter(|e| !accept_invalid_hl7 || e.reason_kind.as_deref() == Some("hl7"))
                 .collect();
             let mut progress = super::progress::Progress::new("released", chosen.len());
             let mut released = 0;
             for e in &chosen {
-                match spool.release(e.id, now) {
+                let r = if accept_invalid_hl7 {
+                    spool.release_overriding(e.id, "hl7", now)
+                } else {
+                    spool.release(e.id, now)
+                };
+                match r {
                     Ok(true) => released += 1,
                     Ok(false) => {}
                     Err(err) => {
@@ -338,6 +353,32 @@ pub fn run_quarantine(cmd: QuarantineCommand, config: Option<&Path>) -> i32 {
                     .unwrap_or_default()
             );
             0
+        }
+        QuarantineCommand::Release {
+            id: Some(id),
+            accept_invalid_hl7: true,
+            ..
+        } => {
+            match spool.inbound(id) {
+                Ok(Some(e)) if e.reason_kind.as_deref() == Some("hl7") => {}
+                Ok(Some(_)) => {
+                    return failed(format!(
+                        "message {id} is not quarantined for HL7 validation (see `quarantine show {id}`): --accept-invalid-hl7 only overrides that"
+                    ));
+                }
+                Ok(None) => return failed(format!("message {id} is not in quarantine")),
+                Err(e) => return failed(e),
+            }
+            match spool.release_overriding(id, "hl7", now) {
+                Ok(true) => {
+                    println!(
+                        "message {id} released with its HL7 findings overridden: the running agent delivers it"
+                    );
+                    0
+                }
+                Ok(false) => failed(format!("message {id} is not in quarantine")),
+                Err(e) => failed(e),
+            }
         }
         QuarantineCommand::Release { id: Some(id), .. } => match spool.release(id, now) {
             Ok(true) => {

@@ -342,6 +342,11 @@ pub trait Spool: Send + Sync {
     fn list_inbound(&self, state: Option<InboundState>) -> Result<Vec<InboundEntry>, SpoolError>;
     /// Put a quarantined entry back for processing (after the operator fixed the cause).
     fn release(&self, id: i64, now: i64) -> Result<bool, SpoolError>;
+    /// Release a quarantined entry and record an operator's override of one check (`hl7`: the
+    /// message is delivered although it failed HL7 validation).
+    fn release_overriding(&self, id: i64, what: &str, now: i64) -> Result<bool, SpoolError>;
+    /// Whether an operator overrode check `what` for this entry.
+    fn overridden(&self, id: i64, what: &str) -> Result<bool, SpoolError>;
 
     /// Queue a message; returns the entry ids (one per recipient domain).
     fn enqueue(&self, msg: NewOutbound<'_>) -> Result<Vec<i64>, SpoolError>;

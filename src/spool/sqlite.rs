@@ -94,6 +94,12 @@ CREATE TABLE IF NOT EXISTS tracking (
     PRIMARY KEY (message_id, recipient)
 );
 CREATE INDEX IF NOT EXISTS tracking_open ON tracking (state);
+CREATE TABLE IF NOT EXISTS inbound_overrides (
+    inbound_id INTEGER NOT NULL,
+    what       TEXT    NOT NULL,
+    at         INTEGER NOT NULL,
+    PRIMARY KEY (inbound_id, what)
+);
 CREATE TABLE IF NOT EXISTS notified (
     original_message_id TEXT    NOT NULL,
     recipient           TEXT    NOT NULL,
@@ -612,6 +618,36 @@ impl Spool for SqliteSpool {
                 params![id, now],
             )?;
             Ok(n > 0)
+        })
+    }
+
+    fn release_overriding(&self, id: i64, what: &str, now: i64) -> Result<bool, SpoolError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE inbound SET state = 'received', next_attempt_at = ?2, updated_at = ?2, lease_until = 0 WHERE id = ?1 AND state = 'quarantined'",
+                params![id, now],
+            )?;
+            if n > 0 {
+                tx.execute(
+                    "INSERT OR REPLACE INTO inbound_overrides (inbound_id, what, at) VALUES (?1, ?2, ?3)",
+                    params![id, what, now],
+                )?;
+            }
+            tx.commit()?;
+            Ok(n > 0)
+        })
+    }
+
+    fn overridden(&self, id: i64, what: &str) -> Result<bool, SpoolError> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT 1 FROM inbound_overrides WHERE inbound_id = ?1 AND what = ?2",
+                params![id, what],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
         })
     }
 
