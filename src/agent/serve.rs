@@ -382,16 +382,17 @@ fn notify_local_senders(spool: &SqliteSpool, sinks: &SinkSet, hostname: &str) {
         // The sinks that take a non-HL7 message for the sender from its own domain.
         let local = crate::address::DirectAddress::parse(&t.sender).ok();
         let to_local: Vec<_> = local.into_iter().collect();
-        let chosen = sinks.select(
-            crate::config::SinkRole::Deliver,
-            &crate::sink::RouteKey {
-                from: &from,
-                to: &to_local,
-                message_types: &[],
-            },
-        );
+        let key = crate::sink::RouteKey {
+            from: &from,
+            to: &to_local,
+            message_types: &[],
+        };
+        let mut chosen = sinks.select(crate::config::SinkRole::Deliver, &key);
         if chosen.is_empty() {
-            tracing::error!(message_id = %t.message_id, sender = %t.sender, "no [[sink]] takes failure notifications for this sender (a sink without message_types is needed)");
+            chosen = sinks.select(crate::config::SinkRole::Fallback, &key);
+        }
+        if chosen.is_empty() {
+            tracing::error!(message_id = %t.message_id, sender = %t.sender, "no [[sink]] takes failure notifications for this sender (a deliver or fallback sink without message_types is needed)");
             continue;
         }
         let all = chosen.iter().all(|s| {
