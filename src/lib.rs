@@ -5,9 +5,10 @@
 //!
 //! ```text
 //! outgoing: payload --mime::build--> inner RFC 5322 --smime::sign--> multipart/signed
-//!           --smime::encrypt--> EnvelopedData --mime::build::outer_message--> Direct message
+//!           --smime::encrypt (streamed BER, base64 lines)--> mime::build::outer_headers + body
 //!           (orchestrated by message::seal; certificates checked by trust)
-//! incoming: Direct message --smime::decrypt--> multipart/signed --smime::verify--> signers
+//! incoming: Direct message --smime::decrypt (ciphertext split off in place by smime::ber)-->
+//!           multipart/signed --smime::verify--> signers
 //!           --trust::validate (path, CRL, binding)--> mime::payload::extract --> payloads
 //!           (orchestrated by message::open)
 //! running:  SMTP in / IMAP --transport--> spool (fsync, then 250 / \Seen) --agent::inbound-->

@@ -228,6 +228,96 @@ fn sealed_here_decrypts_and_verifies_in_openssl() {
     assert_eq!(checked, 36);
 }
 
+/// A 3 MiB payload, sealed here (OpenSSL streams the encryption straight into the message's
+/// base64, so the DER is indefinite-length with a chunked content): OpenSSL decrypts and
+/// verifies it, and `message open` (decoding in place, decrypting the joined chunks) returns the
+/// payload byte for byte, for CBC and GCM.
+#[test]
+fn large_payload_sealed_here_round_trips_through_openssl_and_back() {
+    openssl();
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let payload: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let input = d.join("big.bin");
+    fs::write(&input, &payload).unwrap();
+    for cipher in ["aes128-cbc", "aes256-gcm"] {
+        let sealed = d.join(format!("big-{cipher}.eml"));
+        run_ok(
+            &format!("seal 3 MiB {cipher}"),
+            Command::new(BIN)
+                .args(["message", "seal", "--from", "ehr@hisp-a.example"])
+                .args(["--to", "iis@hisp-b.example", "--in"])
+                .arg(&input)
+                .arg("--out")
+                .arg(&sealed)
+                .arg("--sign-key")
+                .arg(cert("ehr@hisp-a.example.key"))
+                .arg("--sign-cert")
+                .arg(cert("ehr@hisp-a.example.fullchain.pem"))
+                .arg("--recipient-cert")
+                .arg(cert("iis@hisp-b.example.pem"))
+                .args(["--cipher", cipher])
+                .args(["--content-type", "application/octet-stream"]),
+            None,
+        );
+        let message = fs::read(&sealed).unwrap();
+        assert!(
+            message.windows(2).all(|w| w[1] != b'\n' || w[0] == b'\r'),
+            "{cipher}: every line of the sealed message ends in CRLF"
+        );
+
+        let decrypted = d.join(format!("big-{cipher}.signed"));
+        run_ok(
+            &format!("openssl cms -decrypt 3 MiB {cipher}"),
+            openssl()
+                .args(["cms", "-decrypt", "-in"])
+                .arg(&sealed)
+                .arg("-recip")
+                .arg(cert("iis@hisp-b.example.pem"))
+                .arg("-inkey")
+                .arg(cert("iis@hisp-b.example.key"))
+                .arg("-out")
+                .arg(&decrypted),
+            None,
+        );
+        let verified = run_ok(
+            &format!("openssl cms -verify 3 MiB {cipher}"),
+            openssl()
+                .args(["cms", "-verify", "-in"])
+                .arg(&decrypted)
+                .arg("-CAfile")
+                .arg(cert("root-a.pem"))
+                .arg("-out")
+                .arg(d.join("verified.eml")),
+            None,
+        );
+        assert!(
+            text(&verified.stderr).contains("Verification successful"),
+            "{cipher}: {}",
+            text(&verified.stderr)
+        );
+
+        let out_dir = d.join(format!("out-{cipher}"));
+        let out = open_here(&sealed, &out_dir);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{cipher}: {}",
+            text(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["cipher"], cipher);
+        let files = report["files"].as_array().unwrap();
+        assert_eq!(files.len(), 1, "{cipher}: {report}");
+        assert!(
+            fs::read(files[0].as_str().unwrap()).unwrap() == payload,
+            "{cipher}: the 3 MiB payload differs after the round trip"
+        );
+    }
+}
+
 /// How the inner message carries the HL7 payload.
 #[derive(Clone, Copy, Debug)]
 enum Attach {
@@ -440,6 +530,104 @@ fn built_by_openssl_opens_here() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// OpenSSL peers stream large messages (`-stream`): indefinite-length BER whose encrypted content
+/// is a constructed octet string of many chunks. Such messages open here (the chunks are joined in
+/// place for decryption), and a flipped ciphertext bit is still caught, for CBC and for GCM.
+#[test]
+fn openssl_streamed_ber_opens_here_and_tampering_is_caught() {
+    openssl();
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    // ~300 KB so the content spans many of OpenSSL's streaming chunks.
+    let mut payload = Vec::new();
+    for i in 0..2500 {
+        payload.extend_from_slice(&vxu(&format!("stream{i}")));
+    }
+    for (cipher, name) in [
+        ("-aes-128-cbc", "aes128-cbc"),
+        ("-aes-256-gcm", "aes256-gcm"),
+    ] {
+        let inner = inner_message(
+            "streamed",
+            "ehr@hisp-a.example",
+            &payload,
+            Attach::Hl7v2Type,
+        );
+        let signed = ossl_sign(
+            &wrap_rfc822(&inner),
+            "ehr@hisp-a.example",
+            "intermediate-a.pem",
+            "sha256",
+            false,
+        );
+        let mut cmd = openssl();
+        cmd.args(["cms", "-encrypt", "-stream", cipher])
+            .args(["-from", "ehr@hisp-a.example", "-to", "iis@hisp-b.example"])
+            .args(["-subject", "immunization update"])
+            .arg(cert("iis@hisp-b.example.pem"));
+        let message = run_ok("openssl cms -encrypt -stream", &mut cmd, Some(&signed)).stdout;
+        // The test only means something if OpenSSL really streamed: check the DER is indefinite.
+        let body_at = message
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n" || &w[..2] == b"\n\n")
+            .expect("header block");
+        let body: Vec<u8> = message[body_at..]
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(&body)
+            .unwrap();
+        assert_eq!(
+            &der[..2],
+            &[0x30, 0x80],
+            "{cipher}: OpenSSL did not stream BER"
+        );
+
+        let msg_path = d.join(format!("stream{cipher}.eml"));
+        fs::write(&msg_path, &message).unwrap();
+        let out_dir = d.join(format!("out{cipher}"));
+        let out = open_here(&msg_path, &out_dir);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{cipher}: {}",
+            text(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["cipher"], name, "{cipher}");
+        let files = report["files"].as_array().unwrap();
+        assert_eq!(files.len(), 1, "{cipher}: {report}");
+        assert!(
+            fs::read(files[0].as_str().unwrap()).unwrap() == payload,
+            "{cipher}: the payload differs"
+        );
+
+        // Flip one bit in the middle of the ciphertext (well inside the chunked content).
+        let mut bad = der.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x01;
+        let mut tampered = message[..body_at].to_vec();
+        tampered.extend_from_slice(b"\r\n\r\n");
+        tampered.extend_from_slice(b64_lines(&bad).as_bytes());
+        let bad_path = d.join(format!("tampered{cipher}.eml"));
+        fs::write(&bad_path, &tampered).unwrap();
+        let out = open_here(&bad_path, &d.join(format!("bad{cipher}")));
+        let code = out.status.code();
+        // CBC: the flipped block garbles the signed content (signature fails, 4) or its padding
+        // (3); GCM: the tag check fails (3). Never accepted.
+        assert!(
+            matches!(code, Some(3) | Some(4) | Some(6)),
+            "{cipher}: tampered message got {code:?}: {}",
+            text(&out.stderr)
+        );
+        if cipher.ends_with("gcm") {
+            assert_eq!(code, Some(3), "{cipher}: {}", text(&out.stderr));
         }
     }
 }

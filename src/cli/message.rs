@@ -13,7 +13,7 @@ use crate::agent::Context;
 use crate::clock::{Clock, FixedClock, SystemClock};
 use crate::credential::{Credential, is_pkcs12, load_certificates};
 use crate::domain::LocalDomain;
-use crate::message::{Envelope, OpenInputs, SealOptions, open, seal};
+use crate::message::{Envelope, OpenInputs, SealOptions, open_owned, seal_owned};
 use crate::smime::algorithms::{ContentCipher, Digest, KeyTransport};
 use crate::store::Direction;
 use crate::trust::TrustInputs;
@@ -213,10 +213,10 @@ fn run_seal(a: SealArgs, config: Option<&Path>) -> i32 {
         subject: a.subject.clone(),
         extra_headers: Vec::new(),
     };
-    let sealed = match seal(
+    let sealed = match seal_owned(
         &from,
         &to,
-        &payload,
+        payload,
         &signer,
         &recipients,
         &opts,
@@ -419,7 +419,7 @@ fn run_open(a: OpenArgs, config: Option<&Path>) -> i32 {
         envelope,
         cache: None,
     };
-    let report = match open(&raw, &inputs) {
+    let report = match open_owned(raw, &inputs) {
         Ok(r) => r,
         Err(e) => {
             if a.json {

@@ -5,5 +5,5 @@
 pub mod open;
 pub mod seal;
 
-pub use open::{Envelope, OpenError, OpenInputs, OpenReport, open};
-pub use seal::{SealError, SealOptions, Sealed, seal, seal_inner};
+pub use open::{Envelope, OpenError, OpenInputs, OpenReport, open, open_owned};
+pub use seal::{SealError, SealOptions, Sealed, seal, seal_inner, seal_owned};

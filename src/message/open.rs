@@ -3,6 +3,8 @@
 //!
 //! Each refusal is an [`OpenError`] whose kind maps to the documented exit code.
 
+use std::borrow::Cow;
+
 use openssl::x509::X509;
 
 use crate::address::{DirectAddress, parse_list};
@@ -110,10 +112,21 @@ fn smime_decrypt_error(e: SmimeError) -> OpenError {
 
 /// Open a received Direct message.
 pub fn open(raw: &[u8], inputs: &OpenInputs<'_>) -> Result<OpenReport, OpenError> {
+    open_message(Cow::Borrowed(raw), inputs)
+}
+
+/// [`open()`], taking the message: its buffer is decoded in place and freed once decrypted, so a
+/// large message is not held three times over (wire text, DER, plaintext). For callers that do
+/// not need the raw message afterwards, such as `message open` on a file.
+pub fn open_owned(raw: Vec<u8>, inputs: &OpenInputs<'_>) -> Result<OpenReport, OpenError> {
+    open_message(Cow::Owned(raw), inputs)
+}
+
+fn open_message(raw: Cow<'_, [u8]>, inputs: &OpenInputs<'_>) -> Result<OpenReport, OpenError> {
     if raw.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(OpenError::Malformed("the message is empty".into()));
     }
-    let outer = Entity::parse(raw);
+    let outer = Entity::parse(&raw);
     if outer.headers().is_empty() {
         return Err(OpenError::Malformed(
             "no RFC 5322 header block: this is not an e-mail message".into(),
@@ -143,8 +156,23 @@ pub fn open(raw: &[u8], inputs: &OpenInputs<'_>) -> Result<OpenReport, OpenError
             "the message is signed-data without encryption; Direct requires enveloped-data".into(),
         ));
     }
-    let cms = smime::verify::decode_base64(outer.body, "envelope (application/pkcs7-mime)")
-        .map_err(|e| OpenError::Malformed(e.to_string()))?;
+    // Keep only the header block of the outer message; its base64 body becomes the DER.
+    let head_len = raw.len() - outer.body.len();
+    let what = "envelope (application/pkcs7-mime)";
+    let (head, cms): (Cow<'_, [u8]>, Vec<u8>) = match raw {
+        Cow::Borrowed(r) => (
+            Cow::Borrowed(&r[..head_len]),
+            smime::verify::decode_base64(&r[head_len..], what)
+                .map_err(|e| OpenError::Malformed(e.to_string()))?,
+        ),
+        Cow::Owned(mut r) => {
+            let head = r[..head_len].to_vec();
+            smime::verify::decode_base64_in_place(&mut r, head_len, what)
+                .map_err(|e| OpenError::Malformed(e.to_string()))?;
+            (Cow::Owned(head), r)
+        }
+    };
+    let outer = Entity::parse(&head);
     if cms.is_empty() {
         return Err(OpenError::Malformed("the smime.p7m body is empty".into()));
     }

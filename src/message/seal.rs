@@ -77,23 +77,53 @@ pub fn seal(
     opts: &SealOptions,
     clock: &dyn Clock,
 ) -> Result<Sealed, SealError> {
+    seal_payload(from, to, payload, signer, recipient_certs, opts, clock)
+}
+
+/// [`seal()`], taking the payload: it is freed as soon as it is encoded into the signed entity,
+/// so a large payload is not held beside the finished message. For callers done with it, such
+/// as `message seal` reading a file.
+pub fn seal_owned(
+    from: &DirectAddress,
+    to: &[DirectAddress],
+    payload: Vec<u8>,
+    signer: &Credential,
+    recipient_certs: &[X509],
+    opts: &SealOptions,
+    clock: &dyn Clock,
+) -> Result<Sealed, SealError> {
+    seal_payload(from, to, payload, signer, recipient_certs, opts, clock)
+}
+
+fn seal_payload(
+    from: &DirectAddress,
+    to: &[DirectAddress],
+    payload: impl AsRef<[u8]>,
+    signer: &Credential,
+    recipient_certs: &[X509],
+    opts: &SealOptions,
+    clock: &dyn Clock,
+) -> Result<Sealed, SealError> {
     check_parties(to, signer, recipient_certs, clock)?;
     let message_id = build::new_message_id(from.domain());
     let date = chrono::DateTime::<chrono::Utc>::from(clock.now()).to_rfc2822();
-    let message = sign_and_encrypt(signer, recipient_certs, opts, |out| {
+    let id = message_id.as_str();
+    // The closure owns the payload (when given one), so it is dropped once the inner message is
+    // written, before signing and encryption.
+    let message = sign_and_encrypt(signer, recipient_certs, opts, move |out| {
         build::build_inner_into(
             out,
             &InnerMessage {
                 from,
                 to,
                 subject: &opts.subject,
-                payload,
+                payload: payload.as_ref(),
                 content_type: opts.content_type.as_deref(),
                 filename: &opts.filename,
                 request_mdn: opts.request_mdn,
                 extra_headers: &opts.extra_headers,
             },
-            &message_id,
+            id,
             &date,
         )
     })?;
@@ -217,8 +247,19 @@ fn sign_and_encrypt(
     };
     let signature = smime::sign(&signed[content_start..], signer, opts.digest)?;
     build::finish_multipart_signed(&mut signed, &boundary, &signature);
-    let cms = smime::encrypt(signed, recipient_certs, &opts.cipher, &opts.key_transport)?;
-    Ok(build::outer_message(&copied, &cms, opts.cipher.is_aead()))
+    // The outer message is the header block, then OpenSSL's streamed output as base64 lines,
+    // written straight into it: no DER copy of the ciphertext is ever held.
+    let mut outer = build::outer_headers(&copied, opts.cipher.is_aead());
+    let estimate = signed.len() + signed.len() / 200 + 1024 + 1024 * recipient_certs.len();
+    outer.reserve_exact(build::base64_lines_len(estimate));
+    let message = smime::encrypt(
+        &signed,
+        recipient_certs,
+        &opts.cipher,
+        &opts.key_transport,
+        outer,
+    )?;
+    Ok(message)
 }
 
 #[cfg(test)]

@@ -209,6 +209,14 @@ pub const COPIED_HEADERS: &[&str] = &[
 
 /// The outer message: copied headers and the enveloped CMS as `smime.p7m`.
 pub fn outer_message(copied: &[(String, String)], cms_der: &[u8], authenticated: bool) -> Vec<u8> {
+    let mut bytes = outer_headers(copied, authenticated);
+    push_base64_lines(&mut bytes, cms_der);
+    bytes
+}
+
+/// The header block of the outer message (ending with the blank line), for the base64 lines of
+/// the enveloped CMS to be appended to, as [`Base64Lines`] does while OpenSSL streams it.
+pub fn outer_headers(copied: &[(String, String)], authenticated: bool) -> Vec<u8> {
     let mut out = String::new();
     let mut has_mime_version = false;
     for (k, v) in copied {
@@ -228,10 +236,53 @@ pub fn outer_message(copied: &[(String, String)], cms_der: &[u8], authenticated:
          Content-Transfer-Encoding: base64\r\n\
          Content-Disposition: attachment; filename=smime.p7m\r\n\r\n"
     ));
-    let mut bytes = Vec::with_capacity(out.len() + base64_lines_len(cms_der.len()));
-    bytes.extend_from_slice(out.as_bytes());
-    push_base64_lines(&mut bytes, cms_der);
-    bytes
+    out.into_bytes()
+}
+
+/// Base64 in CRLF lines of 76, written piece by piece: the same text as [`push_base64_lines`]
+/// over the concatenation of every piece, for output that arrives as a stream.
+#[derive(Debug)]
+pub struct Base64Lines {
+    pending: [u8; 57],
+    pending_len: usize,
+}
+
+impl Default for Base64Lines {
+    fn default() -> Self {
+        Base64Lines {
+            pending: [0; 57],
+            pending_len: 0,
+        }
+    }
+}
+
+impl Base64Lines {
+    /// Encode `data` onto `out`; a trailing partial line waits for more.
+    pub fn push(&mut self, out: &mut Vec<u8>, mut data: &[u8]) {
+        if self.pending_len > 0 {
+            let take = (57 - self.pending_len).min(data.len());
+            self.pending[self.pending_len..self.pending_len + take].copy_from_slice(&data[..take]);
+            self.pending_len += take;
+            data = &data[take..];
+            if self.pending_len < 57 {
+                return;
+            }
+            let line = self.pending;
+            push_base64_lines(out, &line);
+            self.pending_len = 0;
+        }
+        let whole = data.len() / 57 * 57;
+        push_base64_lines(out, &data[..whole]);
+        let rest = &data[whole..];
+        self.pending[..rest.len()].copy_from_slice(rest);
+        self.pending_len = rest.len();
+    }
+
+    /// Write the last, partial line.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        push_base64_lines(out, &self.pending[..self.pending_len]);
+        self.pending_len = 0;
+    }
 }
 
 #[cfg(test)]
@@ -285,5 +336,37 @@ mod tests {
         let l = base64_lines(&[7u8; 200]);
         let text = String::from_utf8(l).unwrap();
         assert!(text.split("\r\n").all(|line| line.len() <= 76));
+    }
+
+    #[test]
+    fn streamed_base64_lines_match_the_whole_encoding() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 31 + i / 7) as u8).collect();
+        let mut whole = Vec::new();
+        push_base64_lines(&mut whole, &data);
+        for sizes in [
+            &[1usize][..],
+            &[56, 1, 57, 58],
+            &[4096],
+            &[3, 1000, 7],
+            &[10_000],
+        ] {
+            let mut out = Vec::new();
+            let mut enc = Base64Lines::default();
+            let mut rest = &data[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = sizes[i % sizes.len()].min(rest.len());
+                enc.push(&mut out, &rest[..n]);
+                rest = &rest[n..];
+                i += 1;
+            }
+            enc.finish(&mut out);
+            assert!(out == whole, "pieces of {sizes:?}");
+        }
+        let mut empty = Vec::new();
+        let mut enc = Base64Lines::default();
+        enc.push(&mut empty, b"");
+        enc.finish(&mut empty);
+        assert!(empty.is_empty());
     }
 }

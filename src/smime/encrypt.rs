@@ -6,12 +6,14 @@ use super::SmimeError;
 use super::algorithms::{ContentCipher, Digest, KeyTransport};
 use super::ffi::{self, RsaTransport};
 
-/// Encrypt `entity` to `recipients`; returns the CMS as DER.
+/// Encrypt `entity` to `recipients`, appending the CMS (streamed BER) to `out` as CRLF base64
+/// lines: `out` is typically the outer message's header block.
 pub fn encrypt(
-    entity: Vec<u8>,
+    entity: &[u8],
     recipients: &[X509],
     cipher: &ContentCipher,
     transport: &KeyTransport,
+    out: Vec<u8>,
 ) -> Result<Vec<u8>, SmimeError> {
     let build = |detail: String| SmimeError::Build {
         operation: "encryption",
@@ -29,5 +31,5 @@ pub fn encrypt(
     if recipients.is_empty() {
         return Err(build("no recipient certificates".into()));
     }
-    ffi::encrypt(entity, recipients, c, t).map_err(|e| build(e.to_string()))
+    ffi::encrypt_to_base64(entity, recipients, c, t, out).map_err(|e| build(e.to_string()))
 }

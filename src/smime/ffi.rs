@@ -30,6 +30,8 @@ use openssl::symm::Cipher;
 use openssl::x509::{X509, X509Ref};
 use openssl_sys as sys;
 
+use crate::mime::build::Base64Lines;
+
 #[repr(C)]
 pub struct CMS_SignerInfo {
     _private: [u8; 0],
@@ -91,6 +93,12 @@ unsafe extern "C" {
     fn i2d_X509_ALGOR(a: *const sys::X509_ALGOR, pp: *mut *mut u8) -> c_int;
     fn BIO_pop(b: *mut sys::BIO) -> *mut sys::BIO;
     fn BIO_free(b: *mut sys::BIO) -> c_int;
+    fn i2d_CMS_bio_stream(
+        out: *mut sys::BIO,
+        cms: *mut sys::CMS_ContentInfo,
+        data: *mut sys::BIO,
+        flags: c_int,
+    ) -> c_int;
 }
 
 const CMS_RECIPINFO_TRANS: c_int = 0;
@@ -126,14 +134,20 @@ impl Drop for ReadBio<'_> {
     }
 }
 
+/// What a [`VecBio`] appends to: its `Vec`, and, for base64 output, the line encoder.
+struct VecBioState {
+    out: Vec<u8>,
+    base64: Option<Base64Lines>,
+}
+
 /// A write-only BIO that appends to a Rust `Vec`, so OpenSSL's output (a decrypted 20 MiB message)
-/// lands in its final buffer once instead of in a memory BIO and then a copy.
+/// lands in its final buffer once instead of in a memory BIO and then a copy. In base64 mode it
+/// appends CRLF base64 lines instead: an encrypted message goes straight to its MIME text.
 struct VecBio {
     bio: *mut sys::BIO,
     method: *mut sys::BIO_METHOD,
     // Boxed so its address stays put while the VecBio value moves: OpenSSL holds the pointer.
-    #[allow(clippy::box_collection)]
-    out: Box<Vec<u8>>,
+    state: Box<VecBioState>,
 }
 
 unsafe extern "C" fn vec_bio_write(
@@ -144,14 +158,19 @@ unsafe extern "C" fn vec_bio_write(
     if len <= 0 || data.is_null() {
         return 0;
     }
-    // SAFETY: the data pointer was set by VecBio::new to its boxed Vec, which outlives the BIO;
+    // SAFETY: the data pointer was set by VecBio::new to its boxed state, which outlives the BIO;
     // OpenSSL passes `len` readable bytes at `data`.
     unsafe {
-        let out = sys::BIO_get_data(b) as *mut Vec<u8>;
-        if out.is_null() {
+        let state = sys::BIO_get_data(b) as *mut VecBioState;
+        if state.is_null() {
             return -1;
         }
-        (*out).extend_from_slice(std::slice::from_raw_parts(data as *const u8, len as usize));
+        let state = &mut *state;
+        let bytes = std::slice::from_raw_parts(data as *const u8, len as usize);
+        match state.base64.as_mut() {
+            Some(enc) => enc.push(&mut state.out, bytes),
+            None => state.out.extend_from_slice(bytes),
+        }
     }
     len
 }
@@ -178,8 +197,17 @@ unsafe extern "C" fn vec_bio_destroy(_b: *mut sys::BIO) -> c_int {
 
 impl VecBio {
     fn with_capacity(capacity: usize) -> Result<Self, ErrorStack> {
+        Self::new(Vec::with_capacity(capacity), None)
+    }
+
+    /// Append base64 lines of what OpenSSL writes to `out`.
+    fn base64_onto(out: Vec<u8>) -> Result<Self, ErrorStack> {
+        Self::new(out, Some(Base64Lines::default()))
+    }
+
+    fn new(out: Vec<u8>, base64: Option<Base64Lines>) -> Result<Self, ErrorStack> {
         // SAFETY: a fresh method table and BIO, owned by the returned value and freed in Drop;
-        // the data pointer is the boxed Vec, whose address is stable for the BIO's life.
+        // the data pointer is the boxed state, whose address is stable for the BIO's life.
         unsafe {
             let method = sys::BIO_meth_new(sys::BIO_TYPE_NONE, c"direct-agent vec".as_ptr());
             if method.is_null() {
@@ -194,14 +222,19 @@ impl VecBio {
                 sys::BIO_meth_free(method);
                 return Err(ErrorStack::get());
             }
-            let mut out = Box::new(Vec::with_capacity(capacity));
-            sys::BIO_set_data(bio, &mut *out as *mut Vec<u8> as *mut c_void);
-            Ok(VecBio { bio, method, out })
+            let mut state = Box::new(VecBioState { out, base64 });
+            sys::BIO_set_data(bio, &mut *state as *mut VecBioState as *mut c_void);
+            Ok(VecBio { bio, method, state })
         }
     }
 
+    /// The output, with a base64 encoder's last line written.
     fn into_vec(mut self) -> Vec<u8> {
-        std::mem::take(&mut *self.out)
+        let state = &mut *self.state;
+        if let Some(enc) = state.base64.as_mut() {
+            enc.finish(&mut state.out);
+        }
+        std::mem::take(&mut state.out)
     }
 }
 
@@ -216,21 +249,28 @@ impl Drop for VecBio {
 }
 
 /// Decrypt with `key` for the recipient `cert`, writing the content straight into a `Vec` sized
-/// for `expected_len` bytes (the ciphertext's length is a good guess).
+/// for `expected_len` bytes (the ciphertext's length is a good guess). `detached` is the
+/// ciphertext when `cms` was parsed without it (see [`super::ber`]).
 pub fn decrypt(
     cms: &CmsContentInfoRef,
     key: &PKeyRef<Private>,
     cert: &X509Ref,
     expected_len: usize,
+    detached: Option<&[u8]>,
 ) -> Result<Vec<u8>, ErrorStack> {
+    let dcont = match detached {
+        Some(d) => Some(ReadBio::new(d)?),
+        None => None,
+    };
     let out = VecBio::with_capacity(expected_len)?;
-    // SAFETY: all pointers are live for the call; the output BIO only appends to its Vec.
+    // SAFETY: all pointers are live for the call; the output BIO only appends to its Vec; the
+    // detached content BIO is only read, and CMS_decrypt leaves it for its owner to free.
     unsafe {
         check(sys::CMS_decrypt(
             cms.as_ptr(),
             key.as_ptr(),
             cert.as_ptr(),
-            ptr::null_mut(),
+            dcont.as_ref().map_or(ptr::null_mut(), |b| b.bio),
             out.bio,
             0,
         ))?;
@@ -306,16 +346,18 @@ pub enum RsaTransport {
     Oaep(MessageDigest),
 }
 
-/// Produce a CMS EnvelopedData (or AuthEnvelopedData for an AEAD `cipher`) as DER, encrypting
-/// `content` to every certificate in `recipients`. RSA recipients use `transport`; other key types
-/// use OpenSSL's default for them.
-pub fn encrypt(
-    content: Vec<u8>,
+/// Encrypt `content` to every certificate in `recipients` as a CMS EnvelopedData (or
+/// AuthEnvelopedData for an AEAD `cipher`), streamed: OpenSSL encrypts as it reads and writes
+/// indefinite-length BER, which is appended to `out` as CRLF base64 lines. No copy of the
+/// ciphertext is ever held. RSA recipients use `transport`; other key types use OpenSSL's default.
+pub fn encrypt_to_base64(
+    content: &[u8],
     recipients: &[X509],
     cipher: Cipher,
     transport: RsaTransport,
+    out: Vec<u8>,
 ) -> Result<Vec<u8>, ErrorStack> {
-    let flags = sys::CMS_BINARY | sys::CMS_PARTIAL;
+    let flags = sys::CMS_BINARY | sys::CMS_PARTIAL | sys::CMS_STREAM;
     // SAFETY: with CMS_PARTIAL and no recipients, CMS_encrypt returns a fresh owned structure (or
     // null); a null certificate stack is allowed (it adds no recipients).
     let cms = unsafe {
@@ -351,16 +393,19 @@ pub fn encrypt(
             }
         }
     }
-    {
-        let data = ReadBio::new(&content)?;
-        // SAFETY: cms and the data BIO are live for the call.
-        unsafe {
-            check(CMS_final(cms.as_ptr(), data.bio, ptr::null_mut(), flags))?;
-        }
+    let data = ReadBio::new(content)?;
+    let sink = VecBio::base64_onto(out)?;
+    // SAFETY: cms and both BIOs are live for the call; OpenSSL pushes its own streaming BIOs in
+    // front of `sink` and frees them before returning, leaving `sink` and `data` to their owners.
+    unsafe {
+        check(i2d_CMS_bio_stream(
+            sink.bio,
+            cms.as_ptr(),
+            data.bio,
+            flags as c_int,
+        ))?;
     }
-    // The plaintext is not needed once OpenSSL holds the ciphertext.
-    drop(content);
-    cms.to_der()
+    Ok(sink.into_vec())
 }
 
 fn md_ref(md: MessageDigest) -> &'static openssl::md::MdRef {

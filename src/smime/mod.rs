@@ -2,6 +2,7 @@
 //! with OpenSSL's CMS as the engine and the Direct algorithm policy of [`algorithms`].
 
 pub mod algorithms;
+mod ber;
 mod decrypt;
 mod encrypt;
 mod ffi;
