@@ -250,6 +250,18 @@ fn sinks_take_only_the_message_types_they_list() {
             .contains("no [[sink]] takes"),
         "{q}"
     );
+    // The HL7 override is refused for any other refusal: the message stays in quarantine.
+    let id = q[0]["id"].as_i64().unwrap().to_string();
+    let out = cli(&b, &["quarantine", "release", &id, "--accept-invalid-hl7"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a route quarantine was overridden");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not quarantined for HL7 validation"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(quarantine(&b).as_array().unwrap().len(), 1);
 }
 
 /// An MLLP interface engine on loopback that answers every message with `msa1` (and an ERR for

@@ -69,9 +69,9 @@ fn validate(args: ValidateArgs) -> i32 {
         profile: args.profile,
         environment: args.environment,
         allow_v231: args.allow_v231,
-        // The CLI is the edge where the clock is read; UTC's date is never behind a US one,
-        // so a dose given today is not "in the future".
-        today: chrono::Utc::now().format("%Y%m%d").to_string(),
+        // The same "today" as the pipeline: the latest date anywhere (UTC+14), so a dose given
+        // today in any time zone is not "in the future".
+        today: crate::agent::validation::today(chrono::Utc::now().timestamp()),
     };
     let mut code = 0;
     let mut reports = Vec::new();

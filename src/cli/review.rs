@@ -82,7 +82,8 @@ pub fn run_review(a: ReviewArgs) -> i32 {
             EnvironmentArg::Production => Environment::Production,
         },
         allow_v231: a.allow_v231,
-        today: chrono::Local::now().format("%Y%m%d").to_string(),
+        // The pipeline's "today" (UTC+14), so a review and the live agent agree on future dates.
+        today: crate::agent::validation::today(chrono::Utc::now().timestamp()),
     };
 
     let mut progress = super::progress::Progress::new("reviewed", files.len());
