@@ -217,11 +217,7 @@ fn seal_open_rate(fx: &Fixture, payload: &[u8], budget: Duration) -> (f64, u64) 
 
 /// Exactly `n` RSA-2048 private-key operations, as [`rsa_private_rate`] makes them.
 fn rsa_private_ops(fx: &Fixture, n: u64) {
-    let digest = hash(MessageDigest::sha256(), b"direct-agent benchmark").expect("sha256");
-    let mut ctx = PkeyCtx::new(&fx.recipient.key).expect("pkey ctx");
-    ctx.sign_init().expect("sign init");
-    ctx.set_rsa_padding(Padding::PKCS1).expect("padding");
-    ctx.set_signature_md(Md::sha256()).expect("md");
+    let (mut ctx, digest) = rsa_signer(fx);
     let mut sig = vec![0u8; 256];
     for _ in 0..n {
         let len = ctx.sign(black_box(&digest), Some(&mut sig)).expect("sign");
@@ -229,8 +225,8 @@ fn rsa_private_ops(fx: &Fixture, n: u64) {
     }
 }
 
-/// RSA-2048 PKCS#1 v1.5 signatures over a precomputed SHA-256 digest per second, over `budget`.
-fn rsa_private_rate(fx: &Fixture, budget: Duration) -> (f64, u64) {
+/// A PKCS#1 v1.5 SHA-256 signing context on the recipient's RSA-2048 key, and a digest to sign.
+fn rsa_signer(fx: &Fixture) -> (PkeyCtx<openssl::pkey::Private>, Vec<u8>) {
     let key = &fx.recipient.key;
     assert_eq!(
         key.bits(),
@@ -242,6 +238,12 @@ fn rsa_private_rate(fx: &Fixture, budget: Duration) -> (f64, u64) {
     ctx.sign_init().expect("sign init");
     ctx.set_rsa_padding(Padding::PKCS1).expect("padding");
     ctx.set_signature_md(Md::sha256()).expect("md");
+    (ctx, digest.to_vec())
+}
+
+/// RSA-2048 PKCS#1 v1.5 signatures over a precomputed SHA-256 digest per second, over `budget`.
+fn rsa_private_rate(fx: &Fixture, budget: Duration) -> (f64, u64) {
+    let (mut ctx, digest) = rsa_signer(fx);
     let mut sig = vec![0u8; 256];
     for _ in 0..20 {
         ctx.sign(&digest, Some(&mut sig)).expect("sign");

@@ -104,6 +104,28 @@ const DIGESTS: &[(&str, &str)] = &[
     ("sha512", "sha-512"),
 ];
 
+/// `direct-agent message seal` of `input` from ehr@hisp-a.example to iis@hisp-b.example into
+/// `sealed`, with `extra` options.
+fn seal_here(case: &str, input: &Path, sealed: &Path, extra: &[&str]) {
+    run_ok(
+        &format!("seal {case}"),
+        Command::new(BIN)
+            .args(["message", "seal", "--from", "ehr@hisp-a.example"])
+            .args(["--to", "iis@hisp-b.example", "--in"])
+            .arg(input)
+            .arg("--out")
+            .arg(sealed)
+            .arg("--sign-key")
+            .arg(cert("ehr@hisp-a.example.key"))
+            .arg("--sign-cert")
+            .arg(cert("ehr@hisp-a.example.fullchain.pem"))
+            .arg("--recipient-cert")
+            .arg(cert("iis@hisp-b.example.pem"))
+            .args(extra),
+        None,
+    );
+}
+
 /// (a) Sealed here with every cipher x key transport x digest: OpenSSL decrypts with the
 /// recipient key and verifies against root-a, and the verified content carries the payload.
 #[test]
@@ -120,23 +142,18 @@ fn sealed_here_decrypts_and_verifies_in_openssl() {
                 let input = d.join(format!("{case}.hl7"));
                 fs::write(&input, &payload).unwrap();
                 let sealed = d.join(format!("{case}.eml"));
-                run_ok(
-                    &format!("seal {case}"),
-                    Command::new(BIN)
-                        .args(["message", "seal", "--from", "ehr@hisp-a.example"])
-                        .args(["--to", "iis@hisp-b.example", "--in"])
-                        .arg(&input)
-                        .arg("--out")
-                        .arg(&sealed)
-                        .arg("--sign-key")
-                        .arg(cert("ehr@hisp-a.example.key"))
-                        .arg("--sign-cert")
-                        .arg(cert("ehr@hisp-a.example.fullchain.pem"))
-                        .arg("--recipient-cert")
-                        .arg(cert("iis@hisp-b.example.pem"))
-                        .args(["--cipher", cipher, "--key-transport", transport])
-                        .args(["--digest", digest]),
-                    None,
+                seal_here(
+                    &case,
+                    &input,
+                    &sealed,
+                    &[
+                        "--cipher",
+                        cipher,
+                        "--key-transport",
+                        transport,
+                        "--digest",
+                        digest,
+                    ],
                 );
 
                 // The algorithms on the wire are the ones asked for.
@@ -244,23 +261,16 @@ fn large_payload_sealed_here_round_trips_through_openssl_and_back() {
     fs::write(&input, &payload).unwrap();
     for cipher in ["aes128-cbc", "aes256-gcm"] {
         let sealed = d.join(format!("big-{cipher}.eml"));
-        run_ok(
-            &format!("seal 3 MiB {cipher}"),
-            Command::new(BIN)
-                .args(["message", "seal", "--from", "ehr@hisp-a.example"])
-                .args(["--to", "iis@hisp-b.example", "--in"])
-                .arg(&input)
-                .arg("--out")
-                .arg(&sealed)
-                .arg("--sign-key")
-                .arg(cert("ehr@hisp-a.example.key"))
-                .arg("--sign-cert")
-                .arg(cert("ehr@hisp-a.example.fullchain.pem"))
-                .arg("--recipient-cert")
-                .arg(cert("iis@hisp-b.example.pem"))
-                .args(["--cipher", cipher])
-                .args(["--content-type", "application/octet-stream"]),
-            None,
+        seal_here(
+            &format!("3 MiB {cipher}"),
+            &input,
+            &sealed,
+            &[
+                "--cipher",
+                cipher,
+                "--content-type",
+                "application/octet-stream",
+            ],
         );
         let message = fs::read(&sealed).unwrap();
         assert!(
