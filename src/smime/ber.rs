@@ -9,6 +9,10 @@
 //! for OpenSSL to parse, and the content's chunks are moved together in place inside the caller's
 //! buffer, where OpenSSL reads them through a memory BIO.
 //!
+//! The same walk takes the certificates out of a SignedData ([`detach_certificates`]): the
+//! signature does not cover them, and a partner's certificates are the same DER in every message,
+//! so they are parsed once and reused (see `smime::verify`) instead of decoded by OpenSSL each time.
+//!
 //! No maintained crate fits: the `der` crate and RustCrypto's `cms` refuse indefinite lengths, and
 //! OpenSSL has no API for it. The walk only reads tags and lengths; anything it does not expect
 //! (high tag numbers, a missing content, nesting deeper than [`MAX_DEPTH`]) returns `None`, and
@@ -27,6 +31,11 @@ const OID_ENVELOPED: &[u8] = &[
 /// DER of the OID 1.2.840.113549.1.9.16.1.23 (id-ct-authEnvelopedData).
 const OID_AUTH_ENVELOPED: &[u8] = &[
     0x06, 0x0B, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x09, 0x10, 0x01, 0x17,
+];
+
+/// DER of the OID 1.2.840.113549.1.7.2 (id-signedData).
+const OID_SIGNED: &[u8] = &[
+    0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x02,
 ];
 
 /// One element: its identifier octet, where its contents are, and where it ends.
@@ -244,6 +253,64 @@ fn plan(buf: &[u8]) -> Option<(Vec<u8>, Vec<Range<usize>>)> {
     Some((header, pieces))
 }
 
+/// A SignedData split from its certificates.
+#[derive(Debug)]
+pub struct WithoutCertificates {
+    /// The ContentInfo without its `certificates` field.
+    pub header: Vec<u8>,
+    /// Each certificate's encoding, in order, as ranges of the caller's buffer.
+    pub certificates: Vec<Range<usize>>,
+}
+
+/// Split a SignedData ContentInfo into the structure without its certificates and the
+/// certificates themselves. `None` when it is not a SignedData, carries no certificates, or
+/// carries anything but plain X.509 certificates there (OpenSSL then parses it whole).
+pub fn detach_certificates(buf: &[u8]) -> Option<WithoutCertificates> {
+    let ci = read(buf, 0, buf.len(), 0)?;
+    let ci_kids = children(buf, &ci, 0)?;
+    let [oid, explicit] = ci_kids.as_slice() else {
+        return None;
+    };
+    if oid.raw(buf) != OID_SIGNED || explicit.tag != 0xA0 {
+        return None;
+    }
+    let sd_kids = children(buf, explicit, 1)?;
+    let [sd] = sd_kids.as_slice() else {
+        return None;
+    };
+    if sd.tag != 0x30 {
+        return None;
+    }
+    let fields = children(buf, sd, 2)?;
+    // version, digestAlgorithms, encapContentInfo, then [0] IMPLICIT certificates OPTIONAL.
+    let at = fields
+        .iter()
+        .enumerate()
+        .skip(3)
+        .find(|(_, f)| f.tag == 0xA0)
+        .map(|(i, _)| i)?;
+    let certs = children(buf, &fields[at], 3)?;
+    if certs.is_empty() || certs.iter().any(|c| c.tag != 0x30) {
+        return None;
+    }
+    let parts: Vec<&[u8]> = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != at)
+        .map(|(_, f)| f.raw(buf))
+        .collect();
+    let mut new_sd = Vec::new();
+    push_tlv(&mut new_sd, 0x30, &parts);
+    let mut new_explicit = Vec::new();
+    push_tlv(&mut new_explicit, 0xA0, &[&new_sd]);
+    let mut header = Vec::new();
+    push_tlv(&mut header, 0x30, &[OID_SIGNED, &new_explicit]);
+    Some(WithoutCertificates {
+        header,
+        certificates: certs.iter().map(|c| c.start..c.end).collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,5 +462,57 @@ mod tests {
                 assert!(d.ciphertext.end <= len);
             }
         }
+    }
+
+    fn signed(certs: Option<&[u8]>) -> Vec<u8> {
+        let version = [0x02, 0x01, 0x01];
+        let algs = tlv(0x31, &[]);
+        let encap = tlv(0x30, &[&[0x06, 0x03, 0x2A, 0x03, 0x04]]);
+        let sis = tlv(0x31, &[&tlv(0x30, &[&[0x02, 0x01, 0x01]])]);
+        let mut parts: Vec<&[u8]> = vec![&version, &algs, &encap];
+        if let Some(c) = certs {
+            parts.push(c);
+        }
+        parts.push(&sis);
+        let sd = indef(0x30, &parts);
+        tlv(0x30, &[OID_SIGNED, &indef(0xA0, &[&sd])])
+    }
+
+    #[test]
+    fn certificates_are_taken_out_of_signed_data() {
+        let c1 = tlv(0x30, &[b"first certificate"]);
+        let c2 = tlv(0x30, &[b"second"]);
+        let certs = tlv(0xA0, &[&c1, &c2]);
+        let buf = signed(Some(&certs));
+        let w = detach_certificates(&buf).expect("split");
+        assert_eq!(&buf[w.certificates[0].clone()], c1.as_slice());
+        assert_eq!(&buf[w.certificates[1].clone()], c2.as_slice());
+        // The header is the same SignedData without the field (definite lengths outside).
+        let without = signed(None);
+        let again = detach_certificates(&w.header);
+        assert!(again.is_none(), "no certificates left");
+        let (ci, h) = (
+            read(&without, 0, without.len(), 0).unwrap(),
+            read(&w.header, 0, w.header.len(), 0).unwrap(),
+        );
+        let kids = |b: &[u8], e: &Element| -> Vec<Vec<u8>> {
+            let sd = &children(b, &children(b, e, 0).unwrap()[1], 1).unwrap()[0];
+            children(b, sd, 2)
+                .unwrap()
+                .iter()
+                .map(|f| f.raw(b).to_vec())
+                .collect()
+        };
+        assert_eq!(kids(&without, &ci), kids(&w.header, &h));
+    }
+
+    #[test]
+    fn other_certificate_choices_and_enveloped_data_are_left_whole() {
+        let attr_cert = tlv(0xA1, &[b"attribute certificate"]);
+        let certs = tlv(0xA0, &[&tlv(0x30, &[b"cert"]), &attr_cert]);
+        assert!(detach_certificates(&signed(Some(&certs))).is_none());
+        assert!(detach_certificates(&signed(Some(&tlv(0xA0, &[])))).is_none());
+        assert!(detach_certificates(&enveloped(&tlv(0x80, &[b"x"]), false)).is_none());
+        assert!(detach_certificates(b"\x30\x80").is_none());
     }
 }

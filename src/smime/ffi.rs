@@ -500,9 +500,13 @@ pub struct SignedContent {
 
 /// Verify each SignerInfo's signature and message digest on its own. No certificate path is
 /// checked here: trust is decided by the caller for each signer that verified.
+///
+/// `supplied` are the SignedData's certificates when the caller took them out before parsing
+/// (see [`super::ber::detach_certificates`]); signers are then looked up among them.
 pub fn verify_signers(
     cms: &CmsContentInfoRef,
     detached: Option<&[u8]>,
+    supplied: Option<&[X509]>,
 ) -> Result<SignedContent, ErrorStack> {
     let dcont = match detached {
         Some(d) => Some(ReadBio::new(d)?),
@@ -512,16 +516,31 @@ pub fn verify_signers(
     // this function (the BIO chain, freed before return; the certificate stack, wrapped in an
     // owning Stack). Certificates borrowed from signer infos are up-ref'd via to_owned().
     unsafe {
-        let certs_stack = CMS_get1_certs(cms.as_ptr());
-        let certs: Vec<X509> = if certs_stack.is_null() {
-            Vec::new()
-        } else {
-            let owned = Stack::<X509>::from_ptr(certs_stack);
-            owned.iter().map(|c| c.to_owned()).collect()
+        let mut stack = None;
+        let certs: Vec<X509> = match supplied {
+            Some(list) => {
+                let mut st = Stack::<X509>::new()?;
+                for c in list {
+                    st.push(c.clone())?;
+                }
+                stack = Some(st);
+                list.to_vec()
+            }
+            None => {
+                let certs_stack = CMS_get1_certs(cms.as_ptr());
+                if certs_stack.is_null() {
+                    Vec::new()
+                } else {
+                    let owned = Stack::<X509>::from_ptr(certs_stack);
+                    owned.iter().map(|c| c.to_owned()).collect()
+                }
+            }
         };
-        // Associate each SignerInfo with its certificate from the message's own set (flags 0).
-        // A return below zero is an error; zero or more signers found is fine.
-        CMS_set1_signers_certs(cms.as_ptr(), ptr::null_mut(), 0);
+        // Associate each SignerInfo with its certificate: from the supplied set, else from the
+        // message's own (flags 0). CMS_set1_signers_certs takes its own references. A return
+        // below zero is an error; zero or more signers found is fine.
+        let supplied_ptr = stack.as_ref().map_or(ptr::null_mut(), |st| st.as_ptr());
+        CMS_set1_signers_certs(cms.as_ptr(), supplied_ptr, 0);
         sys::ERR_clear_error();
 
         let sis = CMS_get0_SignerInfos(cms.as_ptr());

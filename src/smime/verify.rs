@@ -2,6 +2,8 @@
 //! checked on its own. Trust in the signers is decided by the caller.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 use base64::Engine;
 use openssl::cms::CmsContentInfo;
@@ -9,7 +11,7 @@ use openssl::nid::Nid;
 use openssl::x509::X509;
 
 use super::algorithms::Digest;
-use super::{SmimeError, ffi};
+use super::{SmimeError, ber, ffi};
 use crate::mime::entity::{Entity, canonical_crlf, multipart_parts};
 use crate::trust::{describe, fingerprint};
 
@@ -142,12 +144,13 @@ pub fn verify(entity_bytes: Vec<u8>) -> Result<Verified, SmimeError> {
             )));
         }
         let der = decode_base64(sig_entity.body, "signature (application/pkcs7-signature)")?;
-        let cms = parse_signed(&der)?;
-        let checked =
-            ffi::verify_signers(&cms, Some(&content)).map_err(|e| SmimeError::Malformed {
+        let (cms, certs) = parse_signed(&der)?;
+        let checked = ffi::verify_signers(&cms, Some(&content), certs.as_deref()).map_err(|e| {
+            SmimeError::Malformed {
                 layer: "signature",
                 detail: e.to_string(),
-            })?;
+            }
+        })?;
         let content = match content {
             Cow::Owned(c) => c,
             // Already canonical: cut the content out of the buffer in place.
@@ -169,10 +172,12 @@ pub fn verify(entity_bytes: Vec<u8>) -> Result<Verified, SmimeError> {
             .is_none_or(|t| t.eq_ignore_ascii_case("signed-data"))
     {
         let der = decode_base64(entity.body, "signed-data (application/pkcs7-mime)")?;
-        let cms = parse_signed(&der)?;
-        let checked = ffi::verify_signers(&cms, None).map_err(|e| SmimeError::Malformed {
-            layer: "signed-data",
-            detail: e.to_string(),
+        let (cms, certs) = parse_signed(&der)?;
+        let checked = ffi::verify_signers(&cms, None, certs.as_deref()).map_err(|e| {
+            SmimeError::Malformed {
+                layer: "signed-data",
+                detail: e.to_string(),
+            }
         })?;
         return Ok(finish(checked, false, None));
     }
@@ -182,8 +187,23 @@ pub fn verify(entity_bytes: Vec<u8>) -> Result<Verified, SmimeError> {
     )))
 }
 
-fn parse_signed(der: &[u8]) -> Result<CmsContentInfo, SmimeError> {
-    let cms = CmsContentInfo::from_der(der).map_err(|e| SmimeError::Malformed {
+/// Parse a SignedData. Its certificates are taken out first and come from [`known_certificate`]
+/// (a partner's certificates are the same bytes in every message), unless the structure is one the
+/// walk leaves whole; the second value is then `None` and OpenSSL decodes them itself.
+fn parse_signed(der: &[u8]) -> Result<(CmsContentInfo, Option<Vec<X509>>), SmimeError> {
+    let split = ber::detach_certificates(der).and_then(|w| {
+        let certs: Option<Vec<X509>> = w
+            .certificates
+            .iter()
+            .map(|r| known_certificate(&der[r.clone()]))
+            .collect();
+        certs.map(|c| (w.header, c))
+    });
+    let (parsed, certs): (&[u8], _) = match &split {
+        Some((header, certs)) => (header, Some(certs.clone())),
+        None => (der, None),
+    };
+    let cms = CmsContentInfo::from_der(parsed).map_err(|e| SmimeError::Malformed {
         layer: "signature",
         detail: e.to_string(),
     })?;
@@ -192,7 +212,27 @@ fn parse_signed(der: &[u8]) -> Result<CmsContentInfo, SmimeError> {
             "the signature part does not hold CMS SignedData".into(),
         ));
     }
-    Ok(cms)
+    Ok((cms, certs))
+}
+
+/// How many distinct certificates [`known_certificate`] keeps; past that it starts over.
+const KNOWN_CERTIFICATES: usize = 1024;
+
+/// The certificate encoded by `der`, parsed once per distinct encoding. Identical bytes are the
+/// identical certificate, so reuse changes nothing but the cost; `None` if it does not parse.
+fn known_certificate(der: &[u8]) -> Option<X509> {
+    static KNOWN: OnceLock<Mutex<HashMap<Vec<u8>, X509>>> = OnceLock::new();
+    let known = KNOWN.get_or_init(Mutex::default);
+    if let Some(c) = known.lock().ok()?.get(der) {
+        return Some(c.clone());
+    }
+    let cert = X509::from_der(der).ok()?;
+    let mut map = known.lock().ok()?;
+    if map.len() >= KNOWN_CERTIFICATES {
+        map.clear();
+    }
+    map.insert(der.to_vec(), cert.clone());
+    Some(cert)
 }
 
 fn finish(checked: ffi::SignedContent, detached: bool, content: Option<Vec<u8>>) -> Verified {
@@ -265,5 +305,64 @@ mod tests {
         let mut empty = b"headers\r\n\r\n".to_vec();
         decode_base64_in_place(&mut empty, 11, "test").unwrap();
         assert!(empty.is_empty());
+    }
+
+    use foreign_types::ForeignType;
+
+    fn credential(stem: &str) -> crate::credential::Credential {
+        let path = |name: String| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("certs")
+                .join(name)
+        };
+        crate::credential::Credential::load(
+            &path(format!("{stem}.key")),
+            Some(&path(format!("{stem}.fullchain.pem"))),
+            None,
+        )
+        .unwrap()
+    }
+
+    /// Our signatures carry the signer and its intermediate; they are taken out before OpenSSL
+    /// parses the rest, found again (the same objects on the second message), and the signer
+    /// is matched among them. A certificate swapped for another leaves the signer unmatched.
+    #[test]
+    fn certificates_come_from_the_known_set_and_still_bind_the_signer() {
+        let ehr = credential("ehr@hisp-a.example");
+        let content = b"Content-Type: text/plain\r\n\r\nhello\r\n";
+        let der = super::super::sign(content, &ehr, Digest::Sha256).unwrap();
+        let w = ber::detach_certificates(&der).expect("our SignedData splits");
+        assert_eq!(w.certificates.len(), 1 + ehr.chain.len());
+
+        let (cms, certs) = parse_signed(&der).unwrap();
+        let certs = certs.expect("certificates supplied from the known set");
+        let ehr_der = ehr.cert.to_der().unwrap();
+        assert!(certs.iter().any(|c| c.to_der().unwrap() == ehr_der));
+        let checked = ffi::verify_signers(&cms, Some(content), Some(&certs)).unwrap();
+        assert_eq!(checked.signers.len(), 1);
+        assert!(
+            checked.signers[0].signature_valid,
+            "{:?}",
+            checked.signers[0].failure
+        );
+        assert_eq!(checked.certs.len(), certs.len());
+        // A second message reuses the parsed certificates.
+        let (_, again) = parse_signed(&der).unwrap();
+        assert_eq!(
+            again.unwrap()[0].as_ptr(),
+            certs[0].as_ptr(),
+            "parsed again instead of reused"
+        );
+        // The altered content still fails.
+        let checked = ffi::verify_signers(&cms, Some(b"other"), Some(&certs)).unwrap();
+        assert!(!checked.signers[0].signature_valid);
+
+        // Someone else's certificate in place of the signer's: no signer certificate is found.
+        let iis = credential("iis@hisp-b.example");
+        let (cms, _) = parse_signed(&der).unwrap();
+        let wrong = vec![iis.cert.clone()];
+        let checked = ffi::verify_signers(&cms, Some(content), Some(&wrong)).unwrap();
+        assert!(!checked.signers[0].signature_valid);
+        assert!(checked.signers[0].cert.is_none());
     }
 }
