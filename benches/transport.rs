@@ -246,11 +246,12 @@ fn main() {
         })
         .collect();
     let size = msgs[0].1.len();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     println!(
-        "transport bench, {n} messages of a 4 KiB HL7 payload ({size} bytes sealed), {CLIENTS} SMTP clients, {} cores",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        "transport bench, {n} messages of a 4 KiB HL7 payload ({size} bytes sealed), {CLIENTS} SMTP clients, {cores} cores; {}",
+        load_average()
     );
     for (label, cfg) in [
         ("without MDNs ([mdn] send = false)", &b_cfg),
@@ -259,9 +260,19 @@ fn main() {
             &b_mdn_cfg,
         ),
     ] {
+        let cpu_before = cpu_seconds();
         let (elapsed, latencies) = inbound(&rt, dir.path(), cfg, msgs.clone(), n);
+        let busy = cpu_seconds()
+            .zip(cpu_before)
+            .map(|(after, before)| {
+                format!(
+                    "; process CPU {:.0} % of the cores",
+                    100.0 * (after - before) / elapsed.as_secs_f64() / cores as f64
+                )
+            })
+            .unwrap_or_default();
         println!(
-            "inbound {label}: {:.0} messages/s accepted and processed (spool fsync + open + sink); DATA end -> sink write p50 {:.1} ms, p99 {:.1} ms",
+            "inbound {label}: {:.0} messages/s accepted and processed (spool fsync + open + sink); DATA end -> sink write p50 {:.1} ms, p99 {:.1} ms{busy}",
             n as f64 / elapsed.as_secs_f64(),
             percentile(&latencies, 0.5).as_secs_f64() * 1e3,
             percentile(&latencies, 0.99).as_secs_f64() * 1e3
@@ -322,6 +333,28 @@ fn main() {
         n as f64 / delivered.as_secs_f64()
     );
     openssl_speed();
+    // Other work on the machine skews every figure above: say how busy it was.
+    println!("{}", load_average());
+}
+
+/// The machine's load average (Linux), to judge how noisy a run was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().take(3).collect();
+            format!("load average {}", f.join(" "))
+        })
+        .unwrap_or_else(|_| "load average unknown".into())
+}
+
+/// User + system CPU time of this process so far (Linux `/proc/self/stat`, in USER_HZ = 1/100 s).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 /// One inbound run: a fresh spool and inbox for `cfg`'s agent, 16 clients sending `msgs`.
