@@ -13,7 +13,7 @@ use crate::address::DirectAddress;
 use crate::clock::SystemClock;
 use crate::config::SinkRole;
 use crate::domain::LocalDomain;
-use crate::message::{Envelope, OpenInputs, OpenReport, open};
+use crate::message::{Envelope, OpenInputs, OpenReport, open_owned};
 use crate::sink::{DeliveryMetadata, RouteKey, Sink, SinkDelivery, SinkOutcome, SinkSet};
 use crate::spool::{InboundEntry, InboundOutcome};
 use crate::store::Direction;
@@ -46,13 +46,14 @@ pub fn sink_retry_delay(attempts: u32) -> i64 {
     (30i64 << attempts.saturating_sub(1).min(6)).min(1800)
 }
 
-/// Open `entry` and deliver its payloads.
+/// Open `entry` and deliver its payloads. The raw message is taken out of `entry` and opened in
+/// place (the spool keeps its copy), so a large message is not held twice while it is decrypted.
 pub fn process(
     ctx: &Context,
     spool: &crate::spool::SqliteSpool,
     sinks: &SinkSet,
     cache: &ValidationCache,
-    entry: &InboundEntry,
+    entry: &mut InboundEntry,
     now: i64,
 ) -> Processed {
     let rcpts: Vec<DirectAddress> = entry
@@ -120,7 +121,7 @@ pub fn process(
         envelope,
         cache: Some(cache),
     };
-    let report = match open(&entry.raw, &inputs) {
+    let report = match open_owned(std::mem::take(&mut entry.raw), &inputs) {
         Ok(r) => r,
         Err(e) => return quarantine(e.kind(), e.to_string()),
     };

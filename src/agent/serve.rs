@@ -163,14 +163,14 @@ async fn run_inbound_workers(
                     (ctx.clone(), spool.clone(), sinks.clone(), cache.clone());
                 let done = tokio::task::spawn_blocking(move || -> Result<bool, String> {
                     let now = SystemClock.unix_seconds();
-                    let Some(entry) = spool2
+                    let Some(mut entry) = spool2
                         .claim_inbound(now, INBOUND_LEASE_SECS)
                         .map_err(|e| e.to_string())?
                     else {
                         return Ok(false);
                     };
                     let started = std::time::Instant::now();
-                    let processed = process(&ctx, &spool2, &sinks, &cache, &entry, now);
+                    let processed = process(&ctx, &spool2, &sinks, &cache, &mut entry, now);
                     let now = SystemClock.unix_seconds();
                     spool2
                         .finish_inbound(entry.id, &processed.outcome, now)

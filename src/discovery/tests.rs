@@ -111,6 +111,7 @@ fn judge(invalid: &'static [&'static str]) -> impl Fn(&X509) -> Result<Validated
             })
         } else {
             Ok(ValidatedPath {
+                chain_subjects: vec![crate::trust::describe(c)],
                 chain: vec![c.clone()],
                 binding: None,
                 warnings: vec![],

@@ -254,12 +254,19 @@ fn open_message(raw: Cow<'_, [u8]>, inputs: &OpenInputs<'_>) -> Result<OpenRepor
         };
         match result {
             Ok(path) => {
+                // The signer report already describes this certificate.
                 accepted = Some(AcceptedSigner {
-                    subject: trust::describe(cert),
-                    fingerprint_sha256: trust::fingerprint(cert),
+                    subject: report
+                        .subject
+                        .clone()
+                        .unwrap_or_else(|| trust::describe(cert)),
+                    fingerprint_sha256: report
+                        .fingerprint_sha256
+                        .clone()
+                        .unwrap_or_else(|| trust::fingerprint(cert)),
                     binding: path.binding.unwrap_or(Binding::Domain),
                     digest: report.digest,
-                    chain: path.chain.iter().map(|c| trust::describe(c)).collect(),
+                    chain: path.chain_subjects,
                 });
                 break;
             }

@@ -55,15 +55,20 @@ pub fn base64_lines_len(n: usize) -> usize {
 
 /// Append `data` as base64 lines to `out`, without an intermediate copy of the whole encoding.
 pub fn push_base64_lines(out: &mut Vec<u8>, data: &[u8]) {
+    // Encoded 64 lines at a time (the encoder is fast on long input, slow on many short ones),
+    // then cut into lines: 57 input bytes are exactly 76 characters, so a block of 64 × 57
+    // bytes is 64 whole lines and only the last block can end short or padded.
+    const LINES: usize = 64;
     out.reserve(base64_lines_len(data.len()));
-    let mut line = [0u8; 76];
-    for chunk in data.chunks(57) {
-        // 57 input bytes are exactly 76 output characters: the buffer always fits.
+    let mut block = [0u8; 76 * LINES];
+    for chunk in data.chunks(57 * LINES) {
         let n = base64::engine::general_purpose::STANDARD
-            .encode_slice(chunk, &mut line)
-            .expect("76 bytes hold the base64 of 57");
-        out.extend_from_slice(&line[..n]);
-        out.extend_from_slice(b"\r\n");
+            .encode_slice(chunk, &mut block)
+            .expect("64 lines of 76 hold the base64 of 64 × 57 bytes");
+        for line in block[..n].chunks(76) {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
     }
 }
 
@@ -368,5 +373,39 @@ mod tests {
         enc.push(&mut empty, b"");
         enc.finish(&mut empty);
         assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn base64_lines_are_76_characters_and_decode_back() {
+        use base64::Engine;
+        for len in [
+            0usize,
+            1,
+            56,
+            57,
+            58,
+            57 * 64 - 1,
+            57 * 64,
+            57 * 64 + 1,
+            57 * 130 + 5,
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 13 + i / 57) as u8).collect();
+            let mut out = Vec::new();
+            push_base64_lines(&mut out, &data);
+            assert_eq!(out.len(), base64_lines_len(len), "length for {len}");
+            let text = std::str::from_utf8(&out).unwrap();
+            let lines: Vec<&str> = text.split_terminator("\r\n").collect();
+            for (i, l) in lines.iter().enumerate() {
+                assert!(
+                    l.len() == 76 || (i == lines.len() - 1 && l.len() < 76),
+                    "line {i} of {len}: {} characters",
+                    l.len()
+                );
+            }
+            let back = base64::engine::general_purpose::STANDARD
+                .decode(lines.concat())
+                .unwrap();
+            assert!(back == data, "round trip of {len}");
+        }
     }
 }

@@ -77,6 +77,9 @@ impl<'a> TrustInputs<'a> {
 #[derive(Debug, Clone)]
 pub struct ValidatedPath {
     pub chain: Vec<X509>,
+    /// [`describe`] of each certificate of `chain`, computed once (a cached path is reused for
+    /// every message of a partner).
+    pub chain_subjects: Vec<String>,
     pub binding: Option<Binding>,
     /// Accepted with reservations (a CRL that could not be had under best-effort).
     pub warnings: Vec<String>,
@@ -215,6 +218,7 @@ fn run(
         )?;
     }
     Ok(ValidatedPath {
+        chain_subjects: chain.iter().map(|c| describe(c)).collect(),
         chain,
         binding,
         warnings,
