@@ -438,17 +438,22 @@ mod tests {
         }
     }
 
-    /// Random corruption of a valid structure never panics: the walk either splits it or says
-    /// no, and a split's ranges always lie inside the buffer.
+    /// Random corruption of a valid structure (enveloped or signed) never panics: the walk either
+    /// splits it or says no, and a split's ranges always lie inside the buffer.
     #[test]
     fn corrupted_structures_never_panic() {
         let chunks = indef(
             0xA0,
             &[&tlv(0x04, &[&[7u8; 200]]), &tlv(0x04, &[&[9u8; 1000]])],
         );
-        let good = enveloped(&chunks, true);
+        let certs = tlv(
+            0xA0,
+            &[&tlv(0x30, &[&[1u8; 300]]), &tlv(0x30, &[&[2u8; 200]])],
+        );
+        let goods = [enveloped(&chunks, true), signed(Some(&certs))];
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        for _ in 0..20_000 {
+        for i in 0..40_000 {
+            let good = &goods[i % 2];
             let mut buf = good.clone();
             for _ in 0..(x % 4 + 1) {
                 x ^= x << 13;
@@ -458,6 +463,9 @@ mod tests {
                 buf[at] = (x >> 32) as u8;
             }
             let len = buf.len();
+            if let Some(w) = detach_certificates(&buf) {
+                assert!(w.certificates.iter().all(|r| r.end <= len));
+            }
             if let Some(d) = detach_enveloped(&mut buf) {
                 assert!(d.ciphertext.end <= len);
             }
