@@ -104,6 +104,23 @@ const DIGESTS: &[(&str, &str)] = &[
     ("sha512", "sha-512"),
 ];
 
+/// `openssl cms -decrypt` of `sealed` with iis@hisp-b.example's key into `out`.
+fn ossl_decrypt_as_iis(case: &str, sealed: &Path, out: &Path) {
+    run_ok(
+        &format!("openssl cms -decrypt {case}"),
+        openssl()
+            .args(["cms", "-decrypt", "-in"])
+            .arg(sealed)
+            .arg("-recip")
+            .arg(cert("iis@hisp-b.example.pem"))
+            .arg("-inkey")
+            .arg(cert("iis@hisp-b.example.key"))
+            .arg("-out")
+            .arg(out),
+        None,
+    );
+}
+
 /// `direct-agent message seal` of `input` from ehr@hisp-a.example to iis@hisp-b.example into
 /// `sealed`, with `extra` options.
 fn seal_here(case: &str, input: &Path, sealed: &Path, extra: &[&str]) {
@@ -185,19 +202,7 @@ fn sealed_here_decrypts_and_verifies_in_openssl() {
                 }
 
                 let decrypted = d.join(format!("{case}.signed"));
-                run_ok(
-                    &format!("openssl cms -decrypt {case}"),
-                    openssl()
-                        .args(["cms", "-decrypt", "-in"])
-                        .arg(&sealed)
-                        .arg("-recip")
-                        .arg(cert("iis@hisp-b.example.pem"))
-                        .arg("-inkey")
-                        .arg(cert("iis@hisp-b.example.key"))
-                        .arg("-out")
-                        .arg(&decrypted),
-                    None,
-                );
+                ossl_decrypt_as_iis(&case, &sealed, &decrypted);
                 let signed = text(&fs::read(&decrypted).unwrap());
                 assert!(
                     signed.starts_with("Content-Type: multipart/signed;"),
@@ -279,19 +284,7 @@ fn large_payload_sealed_here_round_trips_through_openssl_and_back() {
         );
 
         let decrypted = d.join(format!("big-{cipher}.signed"));
-        run_ok(
-            &format!("openssl cms -decrypt 3 MiB {cipher}"),
-            openssl()
-                .args(["cms", "-decrypt", "-in"])
-                .arg(&sealed)
-                .arg("-recip")
-                .arg(cert("iis@hisp-b.example.pem"))
-                .arg("-inkey")
-                .arg(cert("iis@hisp-b.example.key"))
-                .arg("-out")
-                .arg(&decrypted),
-            None,
-        );
+        ossl_decrypt_as_iis(&format!("3 MiB {cipher}"), &sealed, &decrypted);
         let verified = run_ok(
             &format!("openssl cms -verify 3 MiB {cipher}"),
             openssl()
