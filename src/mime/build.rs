@@ -212,13 +212,6 @@ pub const COPIED_HEADERS: &[&str] = &[
     "Disposition-Notification-Options",
 ];
 
-/// The outer message: copied headers and the enveloped CMS as `smime.p7m`.
-pub fn outer_message(copied: &[(String, String)], cms_der: &[u8], authenticated: bool) -> Vec<u8> {
-    let mut bytes = outer_headers(copied, authenticated);
-    push_base64_lines(&mut bytes, cms_der);
-    bytes
-}
-
 /// The header block of the outer message (ending with the blank line), for the base64 lines of
 /// the enveloped CMS to be appended to, as [`Base64Lines`] does while OpenSSL streams it.
 pub fn outer_headers(copied: &[(String, String)], authenticated: bool) -> Vec<u8> {
