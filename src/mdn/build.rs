@@ -6,7 +6,7 @@ use crate::address::DirectAddress;
 use crate::clock::Clock;
 use crate::mdn::FINAL_DESTINATION_DELIVERY;
 use crate::mdn::parse::angle_message_id;
-use crate::mime::build::new_message_id;
+use crate::mime::build::{new_message_id, random_hex};
 
 /// The disposition an MDN reports (RFC 8098 §3.2.6.2, and `failed` from the Direct IG).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -271,13 +271,6 @@ fn capitalised(word: &str) -> String {
         Some(first) => first.to_ascii_uppercase().to_string() + c.as_str(),
         None => String::new(),
     }
-}
-
-pub(crate) fn random_hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    // A failing system RNG is not recoverable; OpenSSL reports it as an error we cannot act on.
-    openssl::rand::rand_bytes(&mut b).expect("the OpenSSL random generator failed");
-    hex::encode(b)
 }
 
 #[cfg(test)]

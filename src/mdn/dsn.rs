@@ -5,7 +5,8 @@
 
 use crate::clock::Clock;
 
-use super::build::{ascii_line, field, random_hex};
+use super::build::{ascii_line, field};
+use crate::mime::build::random_hex;
 
 /// One recipient the message failed for.
 pub struct FailedRecipient<'a> {

@@ -29,7 +29,7 @@ pub fn new_message_id(domain: &str) -> String {
     format!("<{}@{}>", random_hex(16), domain)
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     // A failing system RNG is not recoverable; OpenSSL reports it as an error we cannot act on.
     openssl::rand::rand_bytes(&mut b).expect("the OpenSSL random generator failed");
