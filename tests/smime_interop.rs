@@ -228,6 +228,39 @@ fn sealed_here_decrypts_and_verifies_in_openssl() {
                     "{case}: {}",
                     text(&verified.stderr)
                 );
+                if checked == 0 {
+                    // The signature announces the ciphers we open, as OpenSSL reads them, and
+                    // not 3DES (which the opener refuses).
+                    let sig = run_ok(
+                        &format!("openssl cms -cmsout -print (signature) {case}"),
+                        openssl()
+                            .args(["cms", "-cmsout", "-print", "-in"])
+                            .arg(&decrypted),
+                        None,
+                    );
+                    let sig = text(&sig.stdout);
+                    let caps = sig
+                        .split("object: S/MIME Capabilities (1.2.840.113549.1.9.15)")
+                        .nth(1)
+                        .unwrap_or_else(|| panic!("{case}: no S/MIME Capabilities:\n{sig}"));
+                    let caps = &caps[..caps.find("signatureAlgorithm").unwrap_or(caps.len())];
+                    let listed: Vec<&str> = caps
+                        .lines()
+                        .filter_map(|l| l.split("OBJECT            :").nth(1))
+                        .map(str::trim)
+                        .collect();
+                    assert_eq!(
+                        listed,
+                        [
+                            "aes-256-cbc",
+                            "aes-192-cbc",
+                            "aes-128-cbc",
+                            "aes-256-gcm",
+                            "aes-128-gcm"
+                        ],
+                        "{case}:\n{caps}"
+                    );
+                }
                 let content = text(&verified.stdout);
                 assert!(
                     content.starts_with("Content-Type: message/rfc822"),

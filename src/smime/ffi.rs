@@ -85,6 +85,13 @@ unsafe extern "C" {
         psig: *mut *mut sys::X509_ALGOR,
     );
     fn CMS_signed_get_attr_count(si: *const CMS_SignerInfo) -> c_int;
+    fn CMS_signed_add1_attr_by_NID(
+        si: *mut CMS_SignerInfo,
+        nid: c_int,
+        kind: c_int,
+        bytes: *const c_void,
+        len: c_int,
+    ) -> c_int;
     fn CMS_SignerInfo_verify(si: *mut CMS_SignerInfo) -> c_int;
     fn CMS_dataInit(cms: *mut sys::CMS_ContentInfo, icont: *mut sys::BIO) -> *mut sys::BIO;
     fn CMS_SignerInfo_verify_content(si: *mut CMS_SignerInfo, chain: *mut sys::BIO) -> c_int;
@@ -292,6 +299,34 @@ fn check(ret: c_int) -> Result<(), ErrorStack> {
     }
 }
 
+/// The SMIMECapabilities attribute value (RFC 8551 2.5.2) our signatures carry: the content
+/// ciphers we open, most preferred first. OpenSSL's standard list (AES-256/192/128-CBC, then
+/// 3DES, RC2 and GOST where a provider has them) would announce 3DES, which the opener refuses;
+/// this one names AES-256/192/128-CBC in OpenSSL's order, then AES-256/128-GCM (RFC 5084: no
+/// parameters). Encoded once here rather than fetched and encoded by OpenSSL for every message.
+pub(crate) const SMIME_CAPABILITIES: [u8; 67] = {
+    const fn aes(last: u8) -> [u8; 13] {
+        // SEQUENCE { OID 2.16.840.1.101.3.4.1.<last> }
+        [
+            0x30, 0x0b, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, last,
+        ]
+    }
+    let caps = [aes(42), aes(22), aes(2), aes(46), aes(6)];
+    let mut out = [0u8; 67];
+    out[0] = 0x30;
+    out[1] = 65;
+    let mut i = 0;
+    while i < caps.len() {
+        let mut j = 0;
+        while j < 13 {
+            out[2 + i * 13 + j] = caps[i][j];
+            j += 1;
+        }
+        i += 1;
+    }
+    out
+};
+
 /// Produce a detached CMS SignedData (DER) over `content`, with one signer using `digest`, the
 /// signer's certificate and `chain` included, and the default signed attributes.
 pub fn sign_detached(
@@ -326,11 +361,19 @@ pub fn sign_detached(
             cert.as_ptr(),
             key.as_ptr(),
             digest.as_ptr(),
-            0,
+            sys::CMS_NOSMIMECAP,
         );
         if si.is_null() {
             return Err(ErrorStack::get());
         }
+        // What CMS_add_smimecap would add, with our list (the attribute value is copied).
+        check(CMS_signed_add1_attr_by_NID(
+            si,
+            sys::NID_SMIMECapabilities,
+            sys::V_ASN1_SEQUENCE,
+            SMIME_CAPABILITIES.as_ptr().cast(),
+            SMIME_CAPABILITIES.len() as c_int,
+        ))?;
         for c in chain {
             check(CMS_add1_cert(cms.as_ptr(), c.as_ptr()))?;
         }
@@ -414,6 +457,23 @@ fn md_ref(md: MessageDigest) -> &'static openssl::md::MdRef {
         Nid::SHA384 => openssl::md::Md::sha384(),
         Nid::SHA512 => openssl::md::Md::sha512(),
         _ => openssl::md::Md::sha256(),
+    }
+}
+
+/// The ASN.1 type (`V_ASN1_UTCTIME` or `V_ASN1_GENERALIZEDTIME`) and encoded characters of a
+/// time ("YYMMDDHHMMSSZ", "YYYYMMDDHHMMSSZ", or whatever a lax encoder wrote).
+pub fn asn1_time_text(t: &openssl::asn1::Asn1TimeRef) -> (c_int, &[u8]) {
+    // SAFETY: an ASN1_TIME is an ASN1_STRING; its type, data pointer and length describe bytes
+    // owned by `t`, which the returned slice borrows.
+    unsafe {
+        let s = t.as_ptr() as *const sys::ASN1_STRING;
+        let kind = sys::ASN1_STRING_type(s);
+        let data = sys::ASN1_STRING_get0_data(s);
+        let len = usize::try_from(sys::ASN1_STRING_length(s)).unwrap_or(0);
+        if data.is_null() || len == 0 {
+            return (kind, b"");
+        }
+        (kind, std::slice::from_raw_parts(data, len))
     }
 }
 

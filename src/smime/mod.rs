@@ -14,6 +14,8 @@ pub use encrypt::encrypt;
 pub use sign::sign;
 pub use verify::{SignerReport, Verified, verify};
 
+pub(crate) use ffi::asn1_time_text;
+
 /// Why an S/MIME operation failed. Each variant says what was wrong with which input.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -51,7 +51,7 @@ fn key(
     address: Option<&DirectAddress>,
 ) -> Option<Key> {
     let mut h = Hasher::new(MessageDigest::sha256()).ok()?;
-    h.update(&cert.digest(MessageDigest::sha256()).ok()?).ok()?;
+    h.update(&super::facts(cert)?.sha256).ok()?;
     h.update(&[purpose as u8]).ok()?;
     h.update(
         address
@@ -62,14 +62,15 @@ fn key(
     .ok()?;
     for a in inputs.anchors {
         h.update(b"A").ok()?;
-        h.update(&a.digest(MessageDigest::sha256()).ok()?).ok()?;
+        h.update(&super::facts(a)?.sha256).ok()?;
     }
     for c in inputs.crls {
         h.update(b"C").ok()?;
         h.update(&c.issuer_name().to_der().ok()?).ok()?;
-        h.update(c.last_update().to_string().as_bytes()).ok()?;
+        h.update(crate::smime::asn1_time_text(c.last_update()).1)
+            .ok()?;
         if let Some(next) = c.next_update() {
-            h.update(next.to_string().as_bytes()).ok()?;
+            h.update(crate::smime::asn1_time_text(next).1).ok()?;
         }
         let revoked = c.get_revoked().map_or(0, |r| r.len());
         h.update(&revoked.to_le_bytes()).ok()?;

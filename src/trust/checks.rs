@@ -82,17 +82,27 @@ pub fn check_key_strength(cert: &X509Ref) -> Result<(), TrustError> {
 
 /// notBefore <= now <= notAfter at the clock's time.
 pub fn check_validity(cert: &X509Ref, clock: &dyn Clock) -> Result<(), TrustError> {
-    let now = Asn1Time::from_unix(clock.unix_seconds()).map_err(|_| TrustError::Path {
-        subject: describe(cert),
-        detail: "the clock's time cannot be represented".into(),
-    })?;
-    if cert.not_after() < now {
+    let now_unix = clock.unix_seconds();
+    let (expired, early) = match (
+        crate::clock::asn1_unix(cert.not_after()),
+        crate::clock::asn1_unix(cert.not_before()),
+    ) {
+        (Some(after), Some(before)) => (after < now_unix, before > now_unix),
+        _ => {
+            let now = Asn1Time::from_unix(now_unix).map_err(|_| TrustError::Path {
+                subject: describe(cert),
+                detail: "the clock's time cannot be represented".into(),
+            })?;
+            (cert.not_after() < now, cert.not_before() > now)
+        }
+    };
+    if expired {
         return Err(TrustError::Expired {
             subject: describe(cert),
             not_after: crate::clock::asn1_iso(cert.not_after()),
         });
     }
-    if cert.not_before() > now {
+    if early {
         return Err(TrustError::NotYetValid {
             subject: describe(cert),
             not_before: crate::clock::asn1_iso(cert.not_before()),

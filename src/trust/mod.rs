@@ -8,19 +8,20 @@ mod binding;
 pub mod bundle;
 mod cache;
 mod checks;
+mod facts;
 pub mod fetch;
 mod validate;
 
 pub use binding::{Binding, binding_for};
 pub use cache::ValidationCache;
 pub use checks::{Purpose, check_key_strength, check_key_usage, check_validity};
+pub use facts::{Facts, facts};
 pub use validate::{
     Online, Step, TrustInputs, ValidatedPath, ValidationReport, parse_certs, validate,
     validate_report,
 };
 
-use openssl::hash::MessageDigest;
-use openssl::x509::{X509NameRef, X509Ref};
+use openssl::x509::X509Ref;
 
 /// Why a certificate is not trusted for a use. Each message names the certificate and what to do.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -89,40 +90,24 @@ pub enum TrustError {
 
 /// "CN=..., O=..." for messages and reports.
 pub fn describe(cert: &X509Ref) -> String {
-    let s = describe_name(cert.subject_name());
-    if s.is_empty() {
-        "(empty subject)".into()
-    } else {
-        s
+    match facts(cert) {
+        Some(f) => f.subject.clone(),
+        None => match facts::describe_name(cert.subject_name()) {
+            s if s.is_empty() => "(empty subject)".into(),
+            s => s,
+        },
     }
 }
 
 /// The issuer in the same form.
 pub fn describe_issuer(cert: &X509Ref) -> String {
-    describe_name(cert.issuer_name())
+    facts::describe_name(cert.issuer_name())
 }
 
-fn describe_name(name: &X509NameRef) -> String {
-    let mut parts: Vec<String> = name
-        .entries()
-        .map(|e| {
-            let key = e.object().nid().short_name().unwrap_or("?");
-            let val = e.data().to_string().unwrap_or_else(|_| "?".into());
-            format!("{key}={val}")
-        })
-        .collect();
-    parts.reverse();
-    parts.join(", ")
-}
-
-/// SHA-256 fingerprint of the DER certificate, lower-case hex with colons.
+/// SHA-256 fingerprint of the DER certificate, lower-case hex with colons ("" if OpenSSL cannot
+/// digest it).
 pub fn fingerprint(cert: &X509Ref) -> String {
-    cert.digest(MessageDigest::sha256())
-        .map(|d| {
-            d.iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":")
-        })
+    facts(cert)
+        .map(|f| f.fingerprint.clone())
         .unwrap_or_default()
 }
