@@ -17,6 +17,9 @@ use openssl::x509::{X509, X509NameRef, X509Ref};
 /// Certificates remembered at most; past that the memo starts over.
 const REMEMBERED: usize = 1024;
 
+/// Certificate address -> (our reference to that certificate, its facts).
+type Memo = HashMap<usize, (X509, Arc<Facts>)>;
+
 /// What [`facts`] gives.
 #[derive(Debug)]
 pub struct Facts {
@@ -30,7 +33,7 @@ pub struct Facts {
 
 /// The facts of `cert`; `None` only if OpenSSL cannot digest it (then nothing is remembered).
 pub fn facts(cert: &X509Ref) -> Option<Arc<Facts>> {
-    static MEMO: OnceLock<Mutex<HashMap<usize, (X509, Arc<Facts>)>>> = OnceLock::new();
+    static MEMO: OnceLock<Mutex<Memo>> = OnceLock::new();
     let memo = MEMO.get_or_init(Mutex::default);
     let id = cert.as_ptr() as usize;
     if let Some((_, f)) = memo.lock().ok()?.get(&id) {
