@@ -62,7 +62,7 @@ pub fn push_base64_lines(out: &mut Vec<u8>, data: &[u8]) {
     out.reserve(base64_lines_len(data.len()));
     let mut block = [0u8; 76 * LINES];
     for chunk in data.chunks(57 * LINES) {
-        let n = base64::engine::general_purpose::STANDARD
+        let n = super::base64_engine()
             .encode_slice(chunk, &mut block)
             .expect("64 lines of 76 hold the base64 of 64 × 57 bytes");
         for line in block[..n].chunks(76) {

@@ -55,7 +55,7 @@ pub(crate) fn decode_base64(body: &[u8], what: &'static str) -> Result<Vec<u8>, 
             rest = &rest[i + 1..];
         }
         compact.extend_from_slice(rest);
-        if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(&compact) {
+        if let Ok(decoded) = crate::mime::base64_engine().decode(&compact) {
             return Ok(decoded);
         }
     }
@@ -66,7 +66,7 @@ pub(crate) fn decode_base64(body: &[u8], what: &'static str) -> Result<Vec<u8>, 
 fn decode_base64_lines(body: &[u8], what: &'static str) -> Result<Vec<u8>, SmimeError> {
     // Decoded in 4 KiB runs of non-space characters, so a large body is not copied whole first.
     const RUN: usize = 4096; // decoded in whole quads; what is left waits for the next line
-    let engine = &base64::engine::general_purpose::STANDARD;
+    let engine = crate::mime::base64_engine();
     let bad = |e: base64::DecodeError| SmimeError::Malformed {
         layer: what,
         detail: format!("base64 is invalid or truncated: {e}"),
@@ -100,7 +100,7 @@ pub(crate) fn decode_base64_in_place(
     what: &'static str,
 ) -> Result<(), SmimeError> {
     const RUN: usize = 4096; // a multiple of 4: every full run decodes on its own
-    let engine = &base64::engine::general_purpose::STANDARD;
+    let engine = crate::mime::base64_engine();
     let bad = |e: base64::DecodeSliceError| SmimeError::Malformed {
         layer: what,
         detail: format!("base64 is invalid or truncated: {e}"),
