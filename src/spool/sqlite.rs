@@ -235,45 +235,38 @@ struct Batch {
 fn receive_one(tx: &rusqlite::Transaction<'_>, m: &PendingInbound) -> rusqlite::Result<Received> {
     for k in &m.keys {
         let existing: Option<i64> = tx
-            .query_row(
-                "SELECT inbound_id FROM inbound_keys WHERE key = ?1",
-                [k],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT inbound_id FROM inbound_keys WHERE key = ?1")?
+            .query_row([k], |r| r.get(0))
             .optional()?;
         if let Some(id) = existing {
             // Record the other keys too (an IMAP copy of a message known by Message-ID).
             for k2 in &m.keys {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT OR IGNORE INTO inbound_keys (key, inbound_id) VALUES (?1, ?2)",
-                    params![k2, id],
-                )?;
+                )?
+                .execute(params![k2, id])?;
             }
             return Ok(Received::Duplicate(id));
         }
     }
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO inbound (source, mail_from, rcpt_to, message_id, size, state, received_at, updated_at, next_attempt_at)
          VALUES (?1, ?2, ?3, ?4, ?5, 'received', ?6, ?6, ?6)",
-        params![
+    )?
+    .execute(params![
             m.source,
             m.mail_from,
             m.rcpt_to,
             m.message_id,
             m.raw.len() as i64,
             m.now
-        ],
-    )?;
+    ])?;
     let id = tx.last_insert_rowid();
-    tx.execute(
-        "INSERT INTO inbound_raw (id, raw) VALUES (?1, ?2)",
-        params![id, m.raw],
-    )?;
+    tx.prepare_cached("INSERT INTO inbound_raw (id, raw) VALUES (?1, ?2)")?
+        .execute(params![id, m.raw])?;
     for k in &m.keys {
-        tx.execute(
-            "INSERT OR IGNORE INTO inbound_keys (key, inbound_id) VALUES (?1, ?2)",
-            params![k, id],
-        )?;
+        tx.prepare_cached("INSERT OR IGNORE INTO inbound_keys (key, inbound_id) VALUES (?1, ?2)")?
+            .execute(params![k, id])?;
     }
     Ok(Received::Stored(id))
 }
@@ -320,6 +313,8 @@ impl SqliteSpool {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(&err)?;
         conn.execute_batch(SCHEMA).map_err(&err)?;
+        // Every statement of the message path is prepared once per connection, not per call.
+        conn.set_prepared_statement_cache_capacity(64);
         let version: Option<i64> = conn
             .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
             .optional()
@@ -526,27 +521,24 @@ impl Spool for SqliteSpool {
         self.with_lazy_commit(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let id: Option<i64> = tx
-                .query_row(
+                .prepare_cached(
                     "SELECT id FROM inbound WHERE state = 'received' AND next_attempt_at <= ?1 AND lease_until <= ?1 ORDER BY next_attempt_at, id LIMIT 1",
-                    [now],
-                    |r| r.get(0),
-                )
+                )?
+                .query_row([now], |r| r.get(0))
                 .optional()?;
             let Some(id) = id else {
                 return Ok(None);
             };
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE inbound SET lease_until = ?2, lease_owner = ?3, attempts = attempts + 1 WHERE id = ?1",
-                params![id, now + lease, std::process::id()],
-            )?;
-            let mut entry = tx.query_row(
-                &format!("SELECT {INBOUND_COLUMNS} FROM inbound WHERE id = ?1"),
-                [id],
-                inbound_from_row,
-            )?;
-            entry.raw = tx.query_row("SELECT raw FROM inbound_raw WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })?;
+            )?
+            .execute(params![id, now + lease, std::process::id()])?;
+            let mut entry = tx
+                .prepare_cached(&format!("SELECT {INBOUND_COLUMNS} FROM inbound WHERE id = ?1"))?
+                .query_row([id], inbound_from_row)?;
+            entry.raw = tx
+                .prepare_cached("SELECT raw FROM inbound_raw WHERE id = ?1")?
+                .query_row([id], |r| r.get(0))?;
             tx.commit()?;
             Ok(Some(entry))
         })
@@ -560,21 +552,24 @@ impl Spool for SqliteSpool {
     ) -> Result<(), SpoolError> {
         self.with(|c| {
             match outcome {
-                InboundOutcome::Delivered { detail } => c.execute(
-                    "UPDATE inbound SET state = 'delivered', updated_at = ?2, lease_until = 0, lease_owner = NULL, reason_kind = NULL, reason = NULL, outcome = ?3 WHERE id = ?1",
-                    params![id, now, detail.to_string()],
-                )?,
-                InboundOutcome::Quarantined { kind, reason } => c.execute(
-                    "UPDATE inbound SET state = 'quarantined', updated_at = ?2, lease_until = 0, lease_owner = NULL, reason_kind = ?3, reason = ?4 WHERE id = ?1",
-                    params![id, now, kind, reason],
-                )?,
+                InboundOutcome::Delivered { detail } => c
+                    .prepare_cached(
+                        "UPDATE inbound SET state = 'delivered', updated_at = ?2, lease_until = 0, lease_owner = NULL, reason_kind = NULL, reason = NULL, outcome = ?3 WHERE id = ?1",
+                    )?
+                    .execute(params![id, now, detail.to_string()])?,
+                InboundOutcome::Quarantined { kind, reason } => c
+                    .prepare_cached(
+                        "UPDATE inbound SET state = 'quarantined', updated_at = ?2, lease_until = 0, lease_owner = NULL, reason_kind = ?3, reason = ?4 WHERE id = ?1",
+                    )?
+                    .execute(params![id, now, kind, reason])?,
                 InboundOutcome::Retry {
                     reason,
                     next_attempt_at,
-                } => c.execute(
-                    "UPDATE inbound SET updated_at = ?2, lease_until = 0, lease_owner = NULL, reason_kind = 'sink', reason = ?3, next_attempt_at = ?4 WHERE id = ?1",
-                    params![id, now, reason, next_attempt_at],
-                )?,
+                } => c
+                    .prepare_cached(
+                        "UPDATE inbound SET updated_at = ?2, lease_until = 0, lease_owner = NULL, reason_kind = 'sink', reason = ?3, next_attempt_at = ?4 WHERE id = ?1",
+                    )?
+                    .execute(params![id, now, reason, next_attempt_at])?,
             };
             Ok(())
         })
