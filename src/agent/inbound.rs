@@ -289,7 +289,12 @@ pub fn process(
             };
             notify::send_mdns(ctx, spool, &report, &ours, &failed, true);
         }
-        let ack = send_acks(&reply::build_acks(&verdict, &report.payloads, now));
+        // ACKs are only built when they are sent (building one parses the HL7 again).
+        let ack = if ctx.config.hl7.reply_with_ack {
+            send_acks(&reply::build_acks(&verdict, &report.payloads, now))
+        } else {
+            None
+        };
         let outcome = match handed {
             Some(locations) => InboundOutcome::Delivered {
                 detail: serde_json::json!({
@@ -379,7 +384,7 @@ pub fn process(
     }
     let acks = if !sink_acks.is_empty() {
         sink_acks
-    } else if overridden {
+    } else if overridden || !ctx.config.hl7.reply_with_ack {
         Vec::new()
     } else {
         reply::build_acks(&verdict, &report.payloads, now)
