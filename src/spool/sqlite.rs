@@ -377,18 +377,17 @@ impl SqliteSpool {
 
     fn load_outbound(conn: &Connection, id: i64) -> rusqlite::Result<Option<OutboundEntry>> {
         let found = conn
-            .query_row(
-                &format!("SELECT {OUTBOUND_COLUMNS} FROM outbound WHERE id = ?1"),
-                [id],
-                outbound_from_row,
-            )
+            .prepare_cached(&format!(
+                "SELECT {OUTBOUND_COLUMNS} FROM outbound WHERE id = ?1"
+            ))?
+            .query_row([id], outbound_from_row)
             .optional()?;
         let Some((mut entry, body_id)) = found else {
             return Ok(None);
         };
-        entry.raw = conn.query_row("SELECT raw FROM bodies WHERE id = ?1", [body_id], |r| {
-            r.get(0)
-        })?;
+        entry.raw = conn
+            .prepare_cached("SELECT raw FROM bodies WHERE id = ?1")?
+            .query_row([body_id], |r| r.get(0))?;
         entry.size = entry.raw.len();
         Ok(Some(entry))
     }
@@ -661,7 +660,7 @@ impl Spool for SqliteSpool {
         }
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute("INSERT INTO bodies (raw) VALUES (?1)", [msg.raw])?;
+            tx.prepare_cached("INSERT INTO bodies (raw) VALUES (?1)")?.execute([msg.raw])?;
             let body_id = tx.last_insert_rowid();
             let mut ids = Vec::new();
             for (domain, rcpts) in &by_domain {
@@ -677,8 +676,7 @@ impl Spool for SqliteSpool {
                         body_id,
                         msg.now,
                         msg.expires_at
-                    ],
-                )?;
+                    ])?;
                 ids.push(tx.last_insert_rowid());
             }
             tx.commit()?;
@@ -695,7 +693,7 @@ impl Spool for SqliteSpool {
         self.with_lazy_commit(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let id: Option<i64> = tx
-                .query_row(
+                .prepare_cached(
                     "SELECT o.id FROM outbound o
                      WHERE o.blocked_on IS NULL
                        AND ((o.state = 'queued' AND o.next_attempt_at <= ?1)
@@ -703,17 +701,13 @@ impl Spool for SqliteSpool {
                        AND (SELECT count(*) FROM outbound b
                             WHERE b.domain = o.domain AND b.state = 'sending' AND b.lease_until > ?1) < ?2
                      ORDER BY o.next_attempt_at, o.id LIMIT 1",
-                    params![now, per_domain as i64],
-                    |r| r.get(0),
-                )
+                )?
+                .query_row(params![now, per_domain as i64], |r| r.get(0))
                 .optional()?;
             let Some(id) = id else {
                 return Ok(None);
             };
-            tx.execute(
-                "UPDATE outbound SET state = 'sending', lease_until = ?2, lease_owner = ?3 WHERE id = ?1",
-                params![id, now + lease, std::process::id()],
-            )?;
+            tx.prepare_cached("UPDATE outbound SET state = 'sending', lease_until = ?2, lease_owner = ?3 WHERE id = ?1")?.execute(params![id, now + lease, std::process::id()])?;
             let entry = Self::load_outbound(&tx, id)?;
             tx.commit()?;
             Ok(entry)
@@ -728,12 +722,13 @@ impl Spool for SqliteSpool {
     ) -> Result<Option<OutboundEntry>, SpoolError> {
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let n = tx.execute(
-                "UPDATE outbound SET state = 'sending', lease_until = ?3, lease_owner = ?4
+            let n = tx
+                .prepare_cached(
+                    "UPDATE outbound SET state = 'sending', lease_until = ?3, lease_owner = ?4
                  WHERE id = ?1 AND blocked_on IS NULL
                    AND (state = 'queued' OR (state = 'sending' AND lease_until <= ?2))",
-                params![id, now, now + lease, std::process::id()],
-            )?;
+                )?
+                .execute(params![id, now, now + lease, std::process::id()])?;
             let entry = if n == 1 {
                 Self::load_outbound(&tx, id)?
             } else {
@@ -783,11 +778,9 @@ impl Spool for SqliteSpool {
     ) -> Result<OutboundState, SpoolError> {
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let (history, expires_at): (String, i64) = tx.query_row(
-                "SELECT history, expires_at FROM outbound WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let (history, expires_at): (String, i64) = tx
+                .prepare_cached("SELECT history, expires_at FROM outbound WHERE id = ?1")?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
             let (state, attempt, next, last_error, blocked_on, counts) = match result {
                 AttemptResult::Sent { detail } => (
                     OutboundState::Sent,
@@ -867,9 +860,7 @@ impl Spool for SqliteSpool {
                     outcome == "auth-rejected",
                 ),
             };
-            tx.execute(
-                "UPDATE outbound SET state = ?2, attempts = attempts + ?3, next_attempt_at = ?4, lease_until = 0, lease_owner = NULL, last_error = ?5, blocked_on = ?6, history = ?7 WHERE id = ?1",
-                params![
+            tx.prepare_cached("UPDATE outbound SET state = ?2, attempts = attempts + ?3, next_attempt_at = ?4, lease_until = 0, lease_owner = NULL, last_error = ?5, blocked_on = ?6, history = ?7 WHERE id = ?1")?.execute(params![
                     id,
                     state.as_str(),
                     counts as i64,
@@ -877,8 +868,7 @@ impl Spool for SqliteSpool {
                     last_error,
                     blocked_on,
                     push_history(&history, &attempt)
-                ],
-            )?;
+                ])?;
             tx.commit()?;
             Ok(state)
         })
