@@ -1,6 +1,7 @@
 //! The DCDT rules, offline: fake DNS and LDAP, real certificates from the committed PKI, and a
 //! validation closure that decides which certificates count as valid.
 
+use crate::trust::test_cert as cert;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Mutex;
@@ -10,11 +11,6 @@ use openssl::x509::X509;
 
 use super::*;
 use crate::trust::fetch::StaticFetcher;
-
-fn cert(name: &str) -> X509 {
-    let path = format!("{}/certs/{name}", env!("CARGO_MANIFEST_DIR"));
-    X509::from_pem(&std::fs::read(path).expect("committed test certificate")).unwrap()
-}
 
 fn der(name: &str) -> Vec<u8> {
     cert(name).to_der().unwrap()

@@ -161,12 +161,8 @@ impl ValidationCache {
 mod tests {
     use super::*;
     use crate::clock::FixedClock;
-    use openssl::x509::{X509, X509Crl};
-
-    fn cert(name: &str) -> X509 {
-        let path = format!("{}/certs/{name}", env!("CARGO_MANIFEST_DIR"));
-        X509::from_pem(&std::fs::read(path).expect("committed test certificate")).unwrap()
-    }
+    use crate::trust::test_cert as cert;
+    use openssl::x509::X509Crl;
 
     #[test]
     fn hit_within_validity_miss_after_expiry_and_on_new_crl() {

@@ -88,11 +88,7 @@ fn hex_colons(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cert(name: &str) -> X509 {
-        let path = format!("{}/certs/{name}", env!("CARGO_MANIFEST_DIR"));
-        X509::from_pem(&std::fs::read(path).expect("committed test certificate")).unwrap()
-    }
+    use crate::trust::test_cert as cert;
 
     #[test]
     fn facts_match_a_fresh_computation_and_are_reused_per_object() {

@@ -111,3 +111,11 @@ pub fn fingerprint(cert: &X509Ref) -> String {
         .map(|f| f.fingerprint.clone())
         .unwrap_or_default()
 }
+
+/// A certificate of the committed test PKI (`certs/`), for unit tests.
+#[cfg(test)]
+pub(crate) fn test_cert(name: &str) -> openssl::x509::X509 {
+    let path = format!("{}/certs/{name}", env!("CARGO_MANIFEST_DIR"));
+    openssl::x509::X509::from_pem(&std::fs::read(path).expect("committed test certificate"))
+        .expect("committed test certificate is PEM")
+}

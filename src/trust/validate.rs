@@ -676,11 +676,8 @@ mod tests {
     use super::*;
     use crate::clock::FixedClock;
     use crate::trust::fetch::StaticFetcher;
+    use crate::trust::test_cert as cert;
 
-    fn cert(name: &str) -> X509 {
-        let path = format!("{}/certs/{name}", env!("CARGO_MANIFEST_DIR"));
-        X509::from_pem(&std::fs::read(&path).expect("committed test certificate")).unwrap()
-    }
     fn crl(name: &str) -> X509Crl {
         let path = format!("{}/certs/{name}", env!("CARGO_MANIFEST_DIR"));
         X509Crl::from_pem(&std::fs::read(&path).expect("committed test CRL")).unwrap()
