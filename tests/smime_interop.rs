@@ -336,14 +336,7 @@ fn large_payload_sealed_here_round_trips_through_openssl_and_back() {
         );
 
         let out_dir = d.join(format!("out-{cipher}"));
-        let out = open_here(&sealed, &out_dir);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{cipher}: {}",
-            text(&out.stderr)
-        );
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let report = open_ok(cipher, &sealed, &out_dir);
         assert_eq!(report["cipher"], cipher);
         let files = report["files"].as_array().unwrap();
         assert_eq!(files.len(), 1, "{cipher}: {report}");
@@ -469,6 +462,19 @@ fn open_here(message: &Path, out_dir: &Path) -> Output {
     )
 }
 
+/// [`open_here`], which must succeed (exit 0); its JSON report.
+fn open_ok(case: &str, message: &Path, out_dir: &Path) -> serde_json::Value {
+    let out = open_here(message, out_dir);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{case}: open refused it: {}",
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{case}: {e}: {}", text(&out.stdout)))
+}
+
 /// (b) Built by OpenSSL (wrapped or not; detached or opaque signature; AES-CBC/GCM of every key
 /// size OpenSSL offers here; PKCS#1 v1.5 or OAEP-SHA-256), opened here with the payload intact.
 #[test]
@@ -531,15 +537,7 @@ fn built_by_openssl_opens_here() {
                     let msg_path = d.join(format!("{case}.eml"));
                     fs::write(&msg_path, &message).unwrap();
                     let out_dir = d.join(&case);
-                    let out = open_here(&msg_path, &out_dir);
-                    assert_eq!(
-                        out.status.code(),
-                        Some(0),
-                        "{case}: open refused it: {}",
-                        text(&out.stderr)
-                    );
-                    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-                        .unwrap_or_else(|e| panic!("{case}: {e}: {}", text(&out.stdout)));
+                    let report = open_ok(&case, &msg_path, &out_dir);
                     assert_eq!(report["ok"], true, "{case}: {report}");
                     assert_eq!(report["from"], "ehr@hisp-a.example", "{case}");
                     assert_eq!(report["wrapped"], wrapped, "{case}");
@@ -628,14 +626,7 @@ fn openssl_streamed_ber_opens_here_and_tampering_is_caught() {
         let msg_path = d.join(format!("stream{cipher}.eml"));
         fs::write(&msg_path, &message).unwrap();
         let out_dir = d.join(format!("out{cipher}"));
-        let out = open_here(&msg_path, &out_dir);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{cipher}: {}",
-            text(&out.stderr)
-        );
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let report = open_ok(cipher, &msg_path, &out_dir);
         assert_eq!(report["cipher"], name, "{cipher}");
         let files = report["files"].as_array().unwrap();
         assert_eq!(files.len(), 1, "{cipher}: {report}");
