@@ -263,21 +263,59 @@ fn main() {
         base.display(),
         load_average()
     );
-    for (label, cfg) in [
-        ("without MDNs ([mdn] send = false)", &b_cfg),
-        (
-            "with a processed MDN sealed and queued for each",
-            &b_mdn_cfg,
-        ),
-    ] {
+    // TRANSPORT_BENCH_ONLY=inbound runs only the inbound figure without MDNs, `inbound-mdn` only
+    // the one with MDNs, TRANSPORT_BENCH_REPEAT times each (default 1): the ones to watch when
+    // working on the receive path.
+    let only = std::env::var("TRANSPORT_BENCH_ONLY").unwrap_or_default();
+    let only_inbound = only.starts_with("inbound");
+    let repeat: usize = std::env::var("TRANSPORT_BENCH_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    const PLAIN: &str = "without MDNs ([mdn] send = false)";
+    const MDN: &str = "with a processed MDN sealed and queued for each";
+    let mut runs: Vec<(&str, PathBuf)> = Vec::new();
+    // Each repetition needs its own spool: the same messages again would be duplicates.
+    for i in 0..repeat.max(1) {
+        let again = |name: &str, route: Option<u16>, extra: &str| {
+            config(
+                dir.path(),
+                &format!("{name}{i}"),
+                "hisp-b.example",
+                &["iis@hisp-b.example", "hisp-b.example"],
+                "hisp-a.example",
+                "hisp-a.example.pem",
+                route,
+                extra,
+            )
+        };
+        if only != "inbound-mdn" {
+            let cfg = if i == 0 {
+                b_cfg.clone()
+            } else {
+                again("b", None, "[mdn]\nsend = false\n")
+            };
+            runs.push((PLAIN, cfg));
+        }
+        if only != "inbound" {
+            let cfg = if i == 0 {
+                b_mdn_cfg.clone()
+            } else {
+                again("b-mdn", Some(9), "")
+            };
+            runs.push((MDN, cfg));
+        }
+    }
+    for (label, cfg) in runs {
         let cpu_before = cpu_seconds();
-        let (elapsed, latencies) = inbound(&rt, dir.path(), cfg, msgs.clone(), n);
+        let (elapsed, latencies) = inbound(&rt, dir.path(), &cfg, msgs.clone(), n);
         let busy = cpu_seconds()
             .zip(cpu_before)
             .map(|(after, before)| {
                 format!(
-                    "; process CPU {:.0} % of the cores",
-                    100.0 * (after - before) / elapsed.as_secs_f64() / cores as f64
+                    "; process CPU {:.0} % of the cores, {:.2} ms per message",
+                    100.0 * (after - before) / elapsed.as_secs_f64() / cores as f64,
+                    1e3 * (after - before) / n as f64
                 )
             })
             .unwrap_or_default();
@@ -289,6 +327,11 @@ fn main() {
         );
     }
 
+    if only_inbound {
+        openssl_speed();
+        println!("{}", load_average());
+        return;
+    }
     // ---- outbound: seal + queue at A, A's workers deliver to B's listener
     let (tx, rx) = tokio::sync::watch::channel(false);
     let b_port = rt.block_on(async {

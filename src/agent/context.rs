@@ -2,6 +2,8 @@
 //! with their credentials, the trust store, and the fetcher for CRLs, AIA and bundles.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openssl::x509::X509;
 
@@ -10,7 +12,7 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::credential::Credential;
 use crate::credential::load_certificates;
-use crate::discovery::{Discoverer, Discovery, HickoryDns, LdapDirectory};
+use crate::discovery::{Discoverer, Discovery, DiscoveryCache, HickoryDns, LdapDirectory};
 use crate::domain::LocalDomain;
 use crate::store::{Direction, SqliteStore, TrustStore};
 use crate::trust::fetch::HttpFetcher;
@@ -24,6 +26,14 @@ pub struct Context {
     pub fetcher: HttpFetcher,
     /// Parsed anchors per (domain, direction) with the store version they were read at.
     anchor_cache: AnchorCache,
+    /// Recipients' chosen certificates per (local domain, address), reused for `[discovery]
+    /// cache_ttl_max` (the DNS TTL when shorter), "nothing usable" for `negative_ttl`; forgotten
+    /// whenever the trust store changes, so an `anchors remove` counts at the next message.
+    discovered: DiscoveryCache,
+    /// The trust store version `discovered` was filled under.
+    discovered_version: Mutex<Option<i64>>,
+    /// The DNS resolver of discovery, built at the first lookup and then shared.
+    dns: Mutex<Option<Arc<HickoryDns>>>,
 }
 
 type AnchorCache =
@@ -52,12 +62,20 @@ impl Context {
         .map_err(|e| e.to_string())?;
         let store = crate::store::open_store(&config).map_err(|e| e.to_string())?;
         let fetcher = HttpFetcher::new(config.fetch_timeout());
+        let d = &config.discovery;
+        let discovered = DiscoveryCache::new(
+            crate::config::parse_duration(&d.cache_ttl_max).unwrap_or(Duration::from_secs(3600)),
+            crate::config::parse_duration(&d.negative_ttl).unwrap_or(Duration::from_secs(300)),
+        );
         Ok(Context {
             config,
             domains,
             store,
             fetcher,
             anchor_cache: Default::default(),
+            discovered,
+            discovered_version: Mutex::new(None),
+            dns: Mutex::new(None),
         })
     }
 
@@ -159,7 +177,7 @@ impl Context {
         let d = &self.config.discovery;
         let timeout =
             crate::config::parse_duration(&d.timeout).unwrap_or(std::time::Duration::from_secs(2));
-        let dns = HickoryDns::new(&d.nameserver_addrs(), timeout, d.attempts)?;
+        let dns = self.dns(timeout)?;
         let directory = LdapDirectory { timeout };
         let mut static_certs = Vec::new();
         for s in &d.certificates {
@@ -180,7 +198,7 @@ impl Context {
         let clock = SystemClock;
         let inputs = self.trust_inputs(domain, &anchors, &domain.intermediates, &[], &clock);
         let discoverer = Discoverer {
-            dns: &dns,
+            dns: dns.as_ref(),
             directory: d
                 .ldap
                 .then_some(&directory as &dyn crate::discovery::Directory),
@@ -194,6 +212,56 @@ impl Context {
         let found = discoverer.discover(address, &validate);
         crate::ops::METRICS.discovery_lookup(&found, d.ldap);
         Ok(found)
+    }
+
+    /// The resolver discovery uses: one per context, built at the first lookup (building one
+    /// starts a runtime and reads the system's resolver configuration).
+    fn dns(&self, timeout: Duration) -> Result<Arc<HickoryDns>, String> {
+        let mut dns = self.dns.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = dns.as_ref() {
+            return Ok(d.clone());
+        }
+        let d = &self.config.discovery;
+        let built = Arc::new(HickoryDns::new(&d.nameserver_addrs(), timeout, d.attempts)?);
+        *dns = Some(built.clone());
+        Ok(built)
+    }
+
+    /// The certificates to encrypt to `address` from `domain`: remembered from an earlier
+    /// discovery (see `discovered`), else discovered now and remembered. `Ok(Err(reason))` when
+    /// there is no usable certificate; `Err` when the configuration or store fails.
+    pub fn recipient_certificates(
+        &self,
+        address: &DirectAddress,
+        domain: &LocalDomain,
+    ) -> Result<Result<Vec<X509>, String>, String> {
+        let version = self.store.version().map_err(|e| e.to_string())?;
+        {
+            let mut seen = self
+                .discovered_version
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if *seen != Some(version) {
+                self.discovered.clear();
+                *seen = Some(version);
+            }
+        }
+        let key = format!("{} {}", domain.name, address.canonical());
+        let now = Instant::now();
+        match self.discovered.get(&key, now) {
+            Some(Err(reason)) => return Ok(Err(reason)),
+            // A remembered certificate that has expired since is looked up again.
+            Some(Ok(certs)) if certs.iter().all(still_valid) => return Ok(Ok(certs)),
+            _ => {}
+        }
+        let found = self.discover(address, domain)?;
+        self.discovered.put(&key, &found, now);
+        let certs = found.chosen_certs();
+        Ok(if certs.is_empty() {
+            Err(found.reason.unwrap_or_default())
+        } else {
+            Ok(certs)
+        })
     }
 
     /// The configured signing credential for `from`, and the recipients' certificates. Recipient certificates
@@ -222,16 +290,14 @@ impl Context {
         })?;
         if recipients.is_empty() {
             for rcpt in to {
-                let found = ctx
-                    .discover(rcpt, domain)
-                    .map_err(SealRefusal::Configuration)?;
-                let certs = found.chosen_certs();
-                if certs.is_empty() {
-                    return Err(SealRefusal::Untrusted(format!(
-                        "no usable certificate for {rcpt}: {} (see `direct-agent certs discover {rcpt}`)",
-                        found.reason.unwrap_or_default()
-                    )));
-                }
+                let certs = ctx
+                    .recipient_certificates(rcpt, domain)
+                    .map_err(SealRefusal::Configuration)?
+                    .map_err(|reason| {
+                        SealRefusal::Untrusted(format!(
+                            "no usable certificate for {rcpt}: {reason} (see `direct-agent certs discover {rcpt}`)"
+                        ))
+                    })?;
                 tracing::info!(recipient = %rcpt, certificates = certs.len(), "recipient certificates discovered");
                 discovered.push((rcpt.clone(), certs.len()));
                 recipients.extend(certs);
@@ -277,6 +343,13 @@ impl Context {
         }
         Ok(signer)
     }
+}
+
+/// Whether `cert` is still within its validity period now.
+fn still_valid(cert: &X509) -> bool {
+    let now = crate::clock::Clock::unix_seconds(&SystemClock);
+    crate::clock::asn1_unix(cert.not_after()).is_some_and(|end| end > now)
+        && crate::clock::asn1_unix(cert.not_before()).is_some_and(|start| start <= now)
 }
 
 /// Why a message cannot be sealed from the configuration.

@@ -43,6 +43,13 @@ impl DiscoveryCache {
         })
     }
 
+    /// Forget everything (the trust store changed: remembered choices may no longer hold).
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
+
     /// Remember a discovery: positive answers for min(TTL, max), negative ones briefly.
     pub fn put(&self, address: &str, discovery: &Discovery, now: Instant) {
         let chosen = discovery.chosen_certs();

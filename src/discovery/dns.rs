@@ -18,7 +18,8 @@ use super::{Answer, CertRecord, Dns, LookupError, SrvTarget};
 /// DNS lookups with hickory.
 pub struct HickoryDns {
     resolver: Resolver<TokioRuntimeProvider>,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped (see the `Drop` impl).
+    runtime: Option<tokio::runtime::Runtime>,
     /// Bound on one whole query (hickory's own timeout applies per transport and attempt).
     timeout: Duration,
 }
@@ -45,7 +46,7 @@ impl HickoryDns {
             .map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
         Ok(HickoryDns {
             resolver,
-            runtime,
+            runtime: Some(runtime),
             timeout,
         })
     }
@@ -57,7 +58,13 @@ impl HickoryDns {
             format!("{name}.")
         };
         let what = format!("DNS {rtype} {name}");
-        let result = self.runtime.block_on(async {
+        let Some(runtime) = self.runtime.as_ref() else {
+            return Err(LookupError {
+                what,
+                reason: "the DNS resolver has been shut down".into(),
+            });
+        };
+        let result = runtime.block_on(async {
             tokio::time::timeout(self.timeout, self.resolver.lookup(fqdn.as_str(), rtype)).await
         });
         let Ok(result) = result else {
@@ -114,6 +121,16 @@ fn describe(e: &NetError) -> String {
     match e {
         NetError::Timeout => "timed out (no answer from the name server)".into(),
         other => other.to_string(),
+    }
+}
+
+/// The resolver is shared by the agent (one per context) and may be dropped with it from async
+/// code at shutdown, where dropping a runtime normally panics: shut it down in the background.
+impl Drop for HickoryDns {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
