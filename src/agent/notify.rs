@@ -11,8 +11,9 @@ use crate::address::DirectAddress;
 use crate::clock::{Clock, SystemClock};
 use crate::mdn::{self, Disposition, DispositionKind, MdnRequest, Report};
 use crate::message::{OpenReport, SealOptions, seal_inner};
+use crate::spool::tracking::NotificationKey;
 use crate::spool::tracking::{Notice, NoticeOutcome};
-use crate::spool::{NewOutbound, OutboundKind, Spool, SqliteSpool};
+use crate::spool::{NewOutbound, OutboundKind, SqliteSpool};
 
 use super::Context;
 
@@ -168,25 +169,32 @@ pub fn send_mdns(
         Disposition::Failed { .. } => "failed",
     };
     for us in ours {
-        let now = SystemClock.unix_seconds();
-        match spool.claim_notification(original, &us.canonical(), label, now) {
-            Ok(true) => {}
-            Ok(false) => continue,
+        let recipient = us.canonical();
+        let once = NotificationKey {
+            original_message_id: original,
+            recipient: &recipient,
+            disposition: label,
+        };
+        // Checked before sealing (an RSA signature) and recorded with the queue entry.
+        match spool.notified(original, &recipient, label) {
+            Ok(false) => {}
+            Ok(true) => continue,
             Err(e) => {
-                tracing::error!(message_id = original, error = %e, "cannot record MDN; not sent");
+                tracing::error!(message_id = original, error = %e, "cannot read the MDN record; not sent");
                 continue;
             }
         }
         match queue_mdn(
             ctx,
             spool,
-            original,
+            &once,
             &sender,
             us,
             disposition,
             final_destination,
         ) {
-            Ok(id) => {
+            Ok(None) => {}
+            Ok(Some(id)) => {
                 tracing::info!(message_id = original, mdn = %id, to = %sender, from = %us, disposition = label, "MDN queued")
             }
             Err(e) => {
@@ -196,15 +204,18 @@ pub fn send_mdns(
     }
 }
 
+/// Build, seal and queue one MDN, recorded as sent in the same commit; `None` when it was
+/// recorded meanwhile.
 fn queue_mdn(
     ctx: &Context,
     spool: &SqliteSpool,
-    original: &str,
+    once: &NotificationKey<'_>,
     sender: &DirectAddress,
     us: &DirectAddress,
     disposition: &Disposition,
     final_destination: bool,
-) -> Result<String, String> {
+) -> Result<Option<String>, String> {
+    let original = once.original_message_id;
     let clock = SystemClock;
     let built = mdn::build_mdn(
         &MdnRequest {
@@ -239,17 +250,20 @@ fn queue_mdn(
     )
     .map_err(|e| e.to_string())?;
     let now = clock.unix_seconds();
-    spool
-        .enqueue(NewOutbound {
-            kind: OutboundKind::Mdn,
-            message_id: sealed.message_id.clone(),
-            // RFC 8098 §2.1: MDNs go with the null reverse-path.
-            mail_from: String::new(),
-            rcpt_to: vec![sender.to_string()],
-            raw: &sealed.message,
-            now,
-            expires_at: now + ctx.config.smtp_out.lifetime().as_secs() as i64,
-        })
+    let queued = spool
+        .enqueue_once(
+            once,
+            NewOutbound {
+                kind: OutboundKind::Mdn,
+                message_id: sealed.message_id.clone(),
+                // RFC 8098 §2.1: MDNs go with the null reverse-path.
+                mail_from: String::new(),
+                rcpt_to: vec![sender.to_string()],
+                raw: &sealed.message,
+                now,
+                expires_at: now + ctx.config.smtp_out.lifetime().as_secs() as i64,
+            },
+        )
         .map_err(|e| e.to_string())?;
-    Ok(sealed.message_id)
+    Ok(queued.map(|_| sealed.message_id))
 }

@@ -15,6 +15,7 @@ use crate::hl7::{self, AckCode, AckError, ErrorCode, Location, Severity};
 use crate::message::{OpenReport, SealOptions};
 use crate::mime::payload::PayloadKind;
 use crate::spool::SqliteSpool;
+use crate::spool::tracking::NotificationKey;
 
 use super::Context;
 
@@ -186,8 +187,13 @@ pub fn respond(
             "ping from {sender} not answered: {recent} pongs in the last hour (pingpong.max_pongs_per_hour)"
         ));
     }
-    if !spool
-        .claim_notification(&ping_id, &sender.canonical(), "pong", now)
+    let once = NotificationKey {
+        original_message_id: &ping_id,
+        recipient: &sender.canonical(),
+        disposition: "pong",
+    };
+    if spool
+        .notified(once.original_message_id, once.recipient, once.disposition)
         .map_err(|e| e.to_string())?
     {
         return Ok(format!("ping {ping_id} already answered"));
@@ -209,7 +215,11 @@ pub fn respond(
         ],
         ..SealOptions::default()
     };
-    let pong_id = super::reply::send_reply(ctx, spool, us, &sender, ack.as_bytes(), &opts, now)?;
+    let Some(pong_id) =
+        super::reply::send_reply(ctx, spool, us, &sender, ack.as_bytes(), &opts, now, &once)?
+    else {
+        return Ok(format!("ping {ping_id} already answered"));
+    };
     Ok(format!(
         "ping {ping_id} from {sender} answered with pong {} ({}{})",
         pong_id,

@@ -9,12 +9,15 @@ use crate::clock::SystemClock;
 use crate::hl7::{self, AckCode, AckError};
 use crate::message::{OpenReport, SealOptions, seal};
 use crate::mime::payload::{Payload, PayloadKind};
-use crate::spool::{NewOutbound, OutboundKind, Spool, SqliteSpool};
+use crate::spool::tracking::NotificationKey;
+use crate::spool::{NewOutbound, OutboundKind, SqliteSpool};
 
 use super::Context;
 use super::validation::Hl7Verdict;
 
 /// Seal `payload` from `us` to `to` and queue it; returns the new Message-ID.
+// Each argument is one part of the reply (who, what, how sealed, which notification it is).
+#[allow(clippy::too_many_arguments)]
 pub fn send_reply(
     ctx: &Context,
     spool: &SqliteSpool,
@@ -23,7 +26,8 @@ pub fn send_reply(
     payload: &[u8],
     opts: &SealOptions,
     now: i64,
-) -> Result<String, String> {
+    once: &NotificationKey<'_>,
+) -> Result<Option<String>, String> {
     let mut certs = Vec::new();
     let signer = ctx
         .signer_and_recipients(
@@ -44,18 +48,21 @@ pub fn send_reply(
         &SystemClock,
     )
     .map_err(|e| e.to_string())?;
-    spool
-        .enqueue(NewOutbound {
-            kind: OutboundKind::Message,
-            message_id: sealed.message_id.clone(),
-            mail_from: us.to_string(),
-            rcpt_to: vec![to.to_string()],
-            raw: &sealed.message,
-            now,
-            expires_at: now + ctx.config.smtp_out.lifetime().as_secs() as i64,
-        })
+    let queued = spool
+        .enqueue_once(
+            once,
+            NewOutbound {
+                kind: OutboundKind::Message,
+                message_id: sealed.message_id.clone(),
+                mail_from: us.to_string(),
+                rcpt_to: vec![to.to_string()],
+                raw: &sealed.message,
+                now,
+                expires_at: now + ctx.config.smtp_out.lifetime().as_secs() as i64,
+            },
+        )
         .map_err(|e| e.to_string())?;
-    Ok(sealed.message_id)
+    Ok(queued.map(|_| sealed.message_id))
 }
 
 use super::validation::is_response;
@@ -123,11 +130,17 @@ pub fn send_acks(
         .message_id
         .clone()
         .ok_or("the message has no Message-ID: an ACK reply could not be matched to it")?;
-    if !spool
-        .claim_notification(&original, &sender.canonical(), "hl7-ack", now)
+    let once = NotificationKey {
+        original_message_id: &original,
+        recipient: &sender.canonical(),
+        disposition: "hl7-ack",
+    };
+    let already = format!("HL7 ACK for {original} already sent");
+    if spool
+        .notified(once.original_message_id, once.recipient, once.disposition)
         .map_err(|e| e.to_string())?
     {
-        return Ok(format!("HL7 ACK for {original} already sent"));
+        return Ok(already);
     }
     let opts = SealOptions {
         subject: "HL7 acknowledgement".into(),
@@ -136,8 +149,21 @@ pub fn send_acks(
         ..SealOptions::default()
     };
     let payload = acks.concat();
-    let id = send_reply(ctx, spool, us, &sender, payload.as_bytes(), &opts, now)?;
-    Ok(format!("HL7 ACK sent to {sender} as {id}"))
+    Ok(
+        match send_reply(
+            ctx,
+            spool,
+            us,
+            &sender,
+            payload.as_bytes(),
+            &opts,
+            now,
+            &once,
+        )? {
+            Some(id) => format!("HL7 ACK sent to {sender} as {id}"),
+            None => already,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -271,6 +271,47 @@ fn receive_one(tx: &rusqlite::Transaction<'_>, m: &PendingInbound) -> rusqlite::
     Ok(Received::Stored(id))
 }
 
+/// Queue `msg` inside an open transaction: its body once, one entry per recipient domain (in
+/// first-seen order).
+pub(super) fn enqueue_in(
+    tx: &rusqlite::Transaction<'_>,
+    msg: &NewOutbound<'_>,
+) -> rusqlite::Result<Vec<i64>> {
+    let mut by_domain: Vec<(String, Vec<String>)> = Vec::new();
+    for r in &msg.rcpt_to {
+        let domain = r
+            .rsplit_once('@')
+            .map(|(_, d)| d.trim_end_matches('>').to_ascii_lowercase())
+            .unwrap_or_default();
+        match by_domain.iter_mut().find(|(d, _)| *d == domain) {
+            Some((_, list)) => list.push(r.clone()),
+            None => by_domain.push((domain, vec![r.clone()])),
+        }
+    }
+    tx.prepare_cached("INSERT INTO bodies (raw) VALUES (?1)")?
+        .execute([msg.raw])?;
+    let body_id = tx.last_insert_rowid();
+    let mut ids = Vec::new();
+    for (domain, rcpts) in &by_domain {
+        tx.prepare_cached(
+            "INSERT INTO outbound (kind, message_id, domain, mail_from, rcpt_to, body_id, state, created_at, next_attempt_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?7, ?8)",
+        )?
+        .execute(params![
+            msg.kind.as_str(),
+            msg.message_id,
+            domain,
+            msg.mail_from,
+            serde_json::to_string(rcpts).unwrap_or_else(|_| "[]".into()),
+            body_id,
+            msg.now,
+            msg.expires_at
+        ])?;
+        ids.push(tx.last_insert_rowid());
+    }
+    Ok(ids)
+}
+
 /// The duplicate-detection keys of a received message.
 fn inbound_keys(msg: &NewInbound<'_>) -> Vec<String> {
     let mut keys = Vec::new();
@@ -646,39 +687,9 @@ impl Spool for SqliteSpool {
     }
 
     fn enqueue(&self, msg: NewOutbound<'_>) -> Result<Vec<i64>, SpoolError> {
-        // One entry per recipient domain, in first-seen order.
-        let mut by_domain: Vec<(String, Vec<String>)> = Vec::new();
-        for r in &msg.rcpt_to {
-            let domain = r
-                .rsplit_once('@')
-                .map(|(_, d)| d.trim_end_matches('>').to_ascii_lowercase())
-                .unwrap_or_default();
-            match by_domain.iter_mut().find(|(d, _)| *d == domain) {
-                Some((_, list)) => list.push(r.clone()),
-                None => by_domain.push((domain, vec![r.clone()])),
-            }
-        }
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.prepare_cached("INSERT INTO bodies (raw) VALUES (?1)")?.execute([msg.raw])?;
-            let body_id = tx.last_insert_rowid();
-            let mut ids = Vec::new();
-            for (domain, rcpts) in &by_domain {
-                tx.execute(
-                    "INSERT INTO outbound (kind, message_id, domain, mail_from, rcpt_to, body_id, state, created_at, next_attempt_at, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?7, ?8)",
-                    params![
-                        msg.kind.as_str(),
-                        msg.message_id,
-                        domain,
-                        msg.mail_from,
-                        serde_json::to_string(rcpts).unwrap_or_else(|_| "[]".into()),
-                        body_id,
-                        msg.now,
-                        msg.expires_at
-                    ])?;
-                ids.push(tx.last_insert_rowid());
-            }
+            let ids = enqueue_in(&tx, &msg)?;
             tx.commit()?;
             Ok(ids)
         })

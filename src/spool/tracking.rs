@@ -6,7 +6,15 @@
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
-use super::{SpoolError, SqliteSpool};
+use super::{NewOutbound, SpoolError, SqliteSpool};
+
+/// The notification a queued reply is: one per original message, recipient and disposition
+/// (`processed`, `dispatched`, `failed`, `pong`, `hl7-ack`).
+pub struct NotificationKey<'a> {
+    pub original_message_id: &'a str,
+    pub recipient: &'a str,
+    pub disposition: &'a str,
+}
 
 /// Where a sent message stands for one recipient.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -374,21 +382,53 @@ impl SqliteSpool {
         })
     }
 
-    /// Remember that we send `disposition` for (message, recipient); false when it was already
-    /// sent (so no MDN goes twice).
-    pub fn claim_notification(
+    /// Whether the `disposition` notification about `original_message_id` to `recipient` is
+    /// already recorded (read only: see [`SqliteSpool::enqueue_once`]).
+    pub fn notified(
         &self,
         original_message_id: &str,
         recipient: &str,
         disposition: &str,
-        now: i64,
     ) -> Result<bool, SpoolError> {
         self.with(|c| {
-            let n = c.execute(
-                "INSERT OR IGNORE INTO notified (original_message_id, recipient, disposition, at) VALUES (?1, ?2, ?3, ?4)",
-                params![original_message_id, recipient.to_ascii_lowercase(), disposition, now],
-            )?;
-            Ok(n == 1)
+            c.prepare_cached(
+                "SELECT 1 FROM notified WHERE original_message_id = ?1 AND recipient = ?2 AND disposition = ?3",
+            )?
+            .query_row(
+                params![original_message_id, recipient.to_ascii_lowercase(), disposition],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|found| found.is_some())
+        })
+    }
+
+    /// Queue `msg`, a notification (MDN, pong, HL7 ACK reply), and record that it was sent, in one
+    /// commit: both or neither, so a failure can neither lose the notification while recording
+    /// it as sent nor send it twice. `None` (nothing queued) when it was recorded already.
+    pub fn enqueue_once(
+        &self,
+        once: &NotificationKey<'_>,
+        msg: NewOutbound<'_>,
+    ) -> Result<Option<Vec<i64>>, SpoolError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let claimed = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO notified (original_message_id, recipient, disposition, at) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![
+                    once.original_message_id,
+                    once.recipient.to_ascii_lowercase(),
+                    once.disposition,
+                    msg.now
+                ])?;
+            if claimed == 0 {
+                return Ok(None);
+            }
+            let ids = super::sqlite::enqueue_in(&tx, &msg)?;
+            tx.commit()?;
+            Ok(Some(ids))
         })
     }
 
@@ -583,17 +623,72 @@ mod tests {
             s.tracking(Some("<m>"), 1).unwrap()[0].reason.as_deref(),
             Some("sink refused")
         );
-        assert!(
-            s.claim_notification("<x>", "b@x.example", "processed", 1)
-                .unwrap()
+        use crate::spool::{OutboundKind, Spool};
+        let mdn = |now| NewOutbound {
+            kind: OutboundKind::Mdn,
+            message_id: format!("<mdn-{now}>"),
+            mail_from: String::new(),
+            rcpt_to: vec!["a@x.example".into()],
+            raw: b"sealed MDN",
+            now,
+            expires_at: now + 60,
+        };
+        let key = |recipient, disposition| NotificationKey {
+            original_message_id: "<x>",
+            recipient,
+            disposition,
+        };
+        assert!(!s.notified("<x>", "b@x.example", "processed").unwrap());
+        let queued = s
+            .enqueue_once(&key("b@x.example", "processed"), mdn(1))
+            .unwrap()
+            .expect("the first processed MDN is queued");
+        assert!(s.notified("<x>", "B@x.example", "processed").unwrap());
+        assert_eq!(
+            s.enqueue_once(&key("B@x.example", "processed"), mdn(2))
+                .unwrap(),
+            None,
+            "a second processed MDN for the same message and recipient is not queued"
         );
         assert!(
-            !s.claim_notification("<x>", "B@x.example", "processed", 2)
+            s.enqueue_once(&key("b@x.example", "dispatched"), mdn(3))
                 .unwrap()
+                .is_some()
         );
+        let entries = s.list_outbound(None).unwrap();
+        assert_eq!(entries.len(), 2, "one queue entry per MDN recorded");
         assert!(
-            s.claim_notification("<x>", "b@x.example", "dispatched", 2)
-                .unwrap()
+            entries
+                .iter()
+                .any(|e| e.id == queued[0] && e.message_id == "<mdn-1>")
+        );
+        assert!(!entries.iter().any(|e| e.message_id == "<mdn-2>"));
+    }
+
+    /// The record and the queue entry are one commit: when queueing fails, the notification is
+    /// not recorded either, so it is not taken as sent.
+    #[test]
+    fn a_notification_that_cannot_be_queued_is_not_recorded() {
+        let (_d, s) = spool();
+        s.with(|c| c.execute_batch("DROP TABLE bodies")).unwrap();
+        let key = NotificationKey {
+            original_message_id: "<y>",
+            recipient: "b@x.example",
+            disposition: "processed",
+        };
+        let msg = NewOutbound {
+            kind: crate::spool::OutboundKind::Mdn,
+            message_id: "<mdn>".into(),
+            mail_from: String::new(),
+            rcpt_to: vec!["a@x.example".into()],
+            raw: b"sealed MDN",
+            now: 1,
+            expires_at: 61,
+        };
+        assert!(s.enqueue_once(&key, msg).is_err(), "queueing failed");
+        assert!(
+            !s.notified("<y>", "b@x.example", "processed").unwrap(),
+            "and the MDN is not recorded as sent"
         );
     }
 
