@@ -341,3 +341,79 @@ fn sink_that_refuses_gives_a_failed_mdn() {
     .unwrap();
     assert_eq!(q[0]["reason_kind"], "sink", "{q}");
 }
+
+/// The receiving agent cannot seal its MDNs at first (the sender's certificate is not
+/// discoverable: here its `[[discovery.certificate]]` file is missing). The MDNs are kept, not
+/// lost, and sent once the certificate can be found again, completing the message at the sender.
+#[test]
+fn mdns_that_cannot_be_sealed_yet_are_kept_and_sent_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_agents(dir.path(), &Extra::default(), &Extra::default());
+    let original = cert("hisp-a.example.pem");
+    let copy = dir.path().join("partner-a.pem");
+    let text = std::fs::read_to_string(&b.config).unwrap();
+    let replaced = text.replace(&original.display().to_string(), &copy.display().to_string());
+    assert_ne!(text, replaced, "B's partner certificate path was not found");
+    std::fs::write(&b.config, replaced).unwrap();
+    let ra = start(&a);
+    let rb = start(&b);
+    let (code, id, err) = send(&a, &["--request-mdn"]);
+    assert_eq!(code, Some(0), "send: {err}");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            sidecars(&b.inbox).len() == 1 && rb.log_text().contains("kept and retried")
+        }),
+        "B delivers the message and keeps its MDNs:\n{}",
+        rb.log_text()
+    );
+    // Retried (smtp_out.retry_initial = 1 s in these agents), still failing.
+    assert!(
+        wait_until(Duration::from_secs(30), || rb
+            .log_text()
+            .contains("kept reply still cannot be sealed")),
+        "{}",
+        rb.log_text()
+    );
+    assert_ne!(status(&a, &id)[0]["state"], "complete");
+    let kept: serde_json::Value = serde_json::from_slice(
+        &cli(&b, &["queue", "replies", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let kept = kept.as_array().unwrap();
+    assert_eq!(kept.len(), 2, "processed and dispatched are kept: {kept:?}");
+    assert!(
+        kept.iter().all(|r| r["kind"] == "mdn"
+            && r["to_address"] == "ehr@hisp-a.example"
+            && r["last_error"].as_str().unwrap().contains("partner-a.pem")),
+        "{kept:?}"
+    );
+    std::fs::copy(&original, &copy).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || status(&a, &id)[0]["state"]
+            == "complete"),
+        "the kept MDNs reach A once they can be sealed: {}\nA:\n{}\nB:\n{}",
+        status(&a, &id),
+        ra.log_text(),
+        rb.log_text()
+    );
+    let q: serde_json::Value = serde_json::from_slice(
+        &cli(&b, &["queue", "list", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let mdns = q
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "mdn")
+        .count();
+    assert_eq!(
+        mdns, 2,
+        "one processed and one dispatched MDN, each once: {q}"
+    );
+}

@@ -247,7 +247,7 @@ pub fn process(
         }
         let us = reply_from?;
         Some(
-            reply::send_acks(ctx, spool, &report, us, acks, now).unwrap_or_else(|e| {
+            reply::send_acks(ctx, spool, &report, us, acks).unwrap_or_else(|e| {
                 tracing::error!(message_id = ?report.message_id, from = %report.from, error = %e, "HL7 ACK reply not sent");
                 format!("HL7 ACK not sent: {e}")
             }),

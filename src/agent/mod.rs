@@ -5,6 +5,7 @@
 mod context;
 pub mod inbound;
 pub mod notify;
+pub mod pending;
 pub mod pingpong;
 pub mod reply;
 pub mod validation;

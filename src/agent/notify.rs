@@ -8,12 +8,14 @@
 //! sealed like any Direct message and sent with the null reverse-path.
 
 use crate::address::DirectAddress;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::SystemClock;
 use crate::mdn::{self, Disposition, DispositionKind, MdnRequest, Report};
-use crate::message::{OpenReport, SealOptions, seal_inner};
+use crate::message::OpenReport;
 use crate::spool::tracking::NotificationKey;
+
+use super::pending::{Reply, Sent};
 use crate::spool::tracking::{Notice, NoticeOutcome};
-use crate::spool::{NewOutbound, OutboundKind, SqliteSpool};
+use crate::spool::{OutboundKind, SqliteSpool};
 
 use super::Context;
 
@@ -193,9 +195,12 @@ pub fn send_mdns(
             disposition,
             final_destination,
         ) {
-            Ok(None) => {}
-            Ok(Some(id)) => {
+            Ok(Sent::Already) => {}
+            Ok(Sent::Queued(id)) => {
                 tracing::info!(message_id = original, mdn = %id, to = %sender, from = %us, disposition = label, "MDN queued")
+            }
+            Ok(Sent::Kept(reason)) => {
+                tracing::warn!(message_id = original, to = %sender, disposition = label, reason = %reason, "MDN cannot be sealed yet; kept and retried on the outbound schedule")
             }
             Err(e) => {
                 tracing::error!(message_id = original, to = %sender, disposition = label, error = %e, "MDN could not be sent")
@@ -204,8 +209,8 @@ pub fn send_mdns(
     }
 }
 
-/// Build, seal and queue one MDN, recorded as sent in the same commit; `None` when it was
-/// recorded meanwhile.
+/// Build, seal and queue one MDN, recorded as sent in the same commit (kept and retried when it
+/// cannot be sealed yet).
 fn queue_mdn(
     ctx: &Context,
     spool: &SqliteSpool,
@@ -214,7 +219,7 @@ fn queue_mdn(
     us: &DirectAddress,
     disposition: &Disposition,
     final_destination: bool,
-) -> Result<Option<String>, String> {
+) -> Result<Sent, String> {
     let original = once.original_message_id;
     let clock = SystemClock;
     let built = mdn::build_mdn(
@@ -229,41 +234,17 @@ fn queue_mdn(
         &ctx.config.agent.hostname,
         &clock,
     );
-    let mut certs = Vec::new();
-    let signer = ctx
-        .signer_and_recipients(
-            us,
-            std::slice::from_ref(sender),
-            &mut certs,
-            &[],
-            &mut Vec::new(),
-        )
-        .map_err(|e| e.to_string())?;
-    let sealed = seal_inner(
-        us,
-        std::slice::from_ref(sender),
-        &built.inner,
-        &signer,
-        &certs,
-        &SealOptions::default(),
-        &clock,
+    super::pending::send_or_keep(
+        ctx,
+        spool,
+        &Reply {
+            key: NotificationKey { ..*once },
+            kind: OutboundKind::Mdn,
+            // RFC 8098 §2.1: MDNs go with the null reverse-path.
+            mail_from: "",
+            from: us,
+            to: sender,
+            inner: &built.inner,
+        },
     )
-    .map_err(|e| e.to_string())?;
-    let now = clock.unix_seconds();
-    let queued = spool
-        .enqueue_once(
-            once,
-            NewOutbound {
-                kind: OutboundKind::Mdn,
-                message_id: sealed.message_id.clone(),
-                // RFC 8098 §2.1: MDNs go with the null reverse-path.
-                mail_from: String::new(),
-                rcpt_to: vec![sender.to_string()],
-                raw: &sealed.message,
-                now,
-                expires_at: now + ctx.config.smtp_out.lifetime().as_secs() as i64,
-            },
-        )
-        .map_err(|e| e.to_string())?;
-    Ok(queued.map(|_| sealed.message_id))
 }

@@ -215,10 +215,22 @@ pub fn respond(
         ],
         ..SealOptions::default()
     };
-    let Some(pong_id) =
-        super::reply::send_reply(ctx, spool, us, &sender, ack.as_bytes(), &opts, now, &once)?
-    else {
-        return Ok(format!("ping {ping_id} already answered"));
+    let pong_id = match super::reply::send_reply(
+        ctx,
+        spool,
+        us,
+        &sender,
+        ack.as_bytes(),
+        &opts,
+        &once,
+    )? {
+        super::pending::Sent::Queued(id) => id,
+        super::pending::Sent::Already => return Ok(format!("ping {ping_id} already answered")),
+        super::pending::Sent::Kept(reason) => {
+            return Ok(format!(
+                "ping {ping_id} from {sender}: the pong cannot be sealed yet ({reason}); kept and retried on the outbound schedule"
+            ));
+        }
     };
     Ok(format!(
         "ping {ping_id} from {sender} answered with pong {} ({}{})",

@@ -7,17 +7,17 @@
 use crate::address::DirectAddress;
 use crate::clock::SystemClock;
 use crate::hl7::{self, AckCode, AckError};
-use crate::message::{OpenReport, SealOptions, seal};
+use crate::message::{OpenReport, SealOptions};
 use crate::mime::payload::{Payload, PayloadKind};
 use crate::spool::tracking::NotificationKey;
-use crate::spool::{NewOutbound, OutboundKind, SqliteSpool};
+use crate::spool::{OutboundKind, SqliteSpool};
+
+use super::pending::Sent;
 
 use super::Context;
 use super::validation::Hl7Verdict;
 
 /// Seal `payload` from `us` to `to` and queue it; returns the new Message-ID.
-// Each argument is one part of the reply (who, what, how sealed, which notification it is).
-#[allow(clippy::too_many_arguments)]
 pub fn send_reply(
     ctx: &Context,
     spool: &SqliteSpool,
@@ -25,44 +25,39 @@ pub fn send_reply(
     to: &DirectAddress,
     payload: &[u8],
     opts: &SealOptions,
-    now: i64,
     once: &NotificationKey<'_>,
-) -> Result<Option<String>, String> {
-    let mut certs = Vec::new();
-    let signer = ctx
-        .signer_and_recipients(
-            us,
-            std::slice::from_ref(to),
-            &mut certs,
-            &[],
-            &mut Vec::new(),
-        )
-        .map_err(|e| e.to_string())?;
-    let sealed = seal(
-        us,
-        std::slice::from_ref(to),
-        payload,
-        &signer,
-        &certs,
-        opts,
-        &SystemClock,
+) -> Result<Sent, String> {
+    let message_id = crate::mime::build::new_message_id(us.domain());
+    let date =
+        chrono::DateTime::<chrono::Utc>::from(crate::clock::Clock::now(&SystemClock)).to_rfc2822();
+    let mut inner = Vec::new();
+    crate::mime::build::build_inner_into(
+        &mut inner,
+        &crate::mime::build::InnerMessage {
+            from: us,
+            to: std::slice::from_ref(to),
+            subject: &opts.subject,
+            payload,
+            content_type: opts.content_type.as_deref(),
+            filename: &opts.filename,
+            request_mdn: opts.request_mdn,
+            extra_headers: &opts.extra_headers,
+        },
+        &message_id,
+        &date,
+    );
+    super::pending::send_or_keep(
+        ctx,
+        spool,
+        &super::pending::Reply {
+            key: NotificationKey { ..*once },
+            kind: OutboundKind::Message,
+            mail_from: &us.to_string(),
+            from: us,
+            to,
+            inner: &inner,
+        },
     )
-    .map_err(|e| e.to_string())?;
-    let queued = spool
-        .enqueue_once(
-            once,
-            NewOutbound {
-                kind: OutboundKind::Message,
-                message_id: sealed.message_id.clone(),
-                mail_from: us.to_string(),
-                rcpt_to: vec![to.to_string()],
-                raw: &sealed.message,
-                now,
-                expires_at: now + ctx.config.smtp_out.lifetime().as_secs() as i64,
-            },
-        )
-        .map_err(|e| e.to_string())?;
-    Ok(queued.map(|_| sealed.message_id))
 }
 
 use super::validation::is_response;
@@ -120,7 +115,6 @@ pub fn send_acks(
     report: &OpenReport,
     us: &DirectAddress,
     acks: &[String],
-    now: i64,
 ) -> Result<String, String> {
     if acks.is_empty() {
         return Ok("no HL7 ACK to send (responses are not acknowledged)".into());
@@ -150,18 +144,12 @@ pub fn send_acks(
     };
     let payload = acks.concat();
     Ok(
-        match send_reply(
-            ctx,
-            spool,
-            us,
-            &sender,
-            payload.as_bytes(),
-            &opts,
-            now,
-            &once,
-        )? {
-            Some(id) => format!("HL7 ACK sent to {sender} as {id}"),
-            None => already,
+        match send_reply(ctx, spool, us, &sender, payload.as_bytes(), &opts, &once)? {
+            Sent::Queued(id) => format!("HL7 ACK sent to {sender} as {id}"),
+            Sent::Already => already,
+            Sent::Kept(reason) => format!(
+                "HL7 ACK to {sender} cannot be sealed yet ({reason}); kept and retried on the outbound schedule"
+            ),
         },
     )
 }

@@ -276,6 +276,31 @@ async fn run_tracking_timeouts(
     }
 }
 
+/// Retry the replies kept because they could not be sealed (see [`super::pending`]), every
+/// second until shutdown; wake the delivery workers when some were queued.
+async fn run_reply_retries(
+    ctx: Arc<Context>,
+    spool: Arc<SqliteSpool>,
+    outbound_wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (c, s) = (ctx.clone(), spool.clone());
+        match tokio::task::spawn_blocking(move || {
+            super::pending::retry_due(&c, &s, SystemClock.unix_seconds())
+        })
+        .await
+        {
+            Ok(0) => {}
+            Ok(_) => outbound_wake.notify_waiters(),
+            Err(e) => tracing::error!(error = %e, "reply retry task failed"),
+        }
+        if super::idle(None, Duration::from_secs(1), &mut shutdown).await {
+            break;
+        }
+    }
+}
+
 /// Refresh trust bundles when due (each subscription's `--refresh` interval), checking every
 /// 10 seconds until shutdown. A failed refresh keeps the last good anchors and is logged.
 async fn run_bundle_refresh(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
@@ -599,10 +624,16 @@ impl Server {
             spool.clone(),
             outbound,
             cfg.smtp_out.clone(),
-            outbound_wake,
+            outbound_wake.clone(),
             shutdown.clone(),
         ));
         tasks.spawn(run_bundle_refresh(ctx.clone(), shutdown.clone()));
+        tasks.spawn(run_reply_retries(
+            ctx.clone(),
+            spool.clone(),
+            outbound_wake.clone(),
+            shutdown.clone(),
+        ));
         tasks.spawn(run_tracking_timeouts(
             spool.clone(),
             cfg.mdn.clone(),

@@ -37,6 +37,12 @@ pub enum QueueCommand {
     },
     /// Drop a queued or failed entry (kept as `dropped` for the record).
     Drop { id: i64 },
+    /// List the MDNs, pongs and HL7 ACK replies that could not be sealed yet (the recipient's
+    /// certificate was not discoverable): kept and retried on the outbound schedule.
+    Replies {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -144,6 +150,33 @@ pub fn run_queue(cmd: QueueCommand, config: Option<&Path>) -> i32 {
                         .as_deref()
                         .map(|l| format!("  last error: {l}"))
                         .unwrap_or_default()
+                );
+            }
+            0
+        }
+        QueueCommand::Replies { json } => {
+            let replies = match spool.pending_replies() {
+                Ok(r) => r,
+                Err(e) => return failed(e),
+            };
+            if json {
+                println!("{}", serde_json::to_string(&replies).unwrap_or_default());
+                return 0;
+            }
+            if replies.is_empty() {
+                println!("no replies waiting to be sealed");
+            }
+            for r in replies {
+                println!(
+                    "{:>6}  {:<10} {:>3} attempts  next {}  {} -> {}  for {}  last error: {}",
+                    r.id,
+                    r.disposition,
+                    r.attempts,
+                    when(r.next_attempt_at),
+                    r.from_address,
+                    r.to_address,
+                    r.original_message_id,
+                    r.last_error
                 );
             }
             0

@@ -9,6 +9,8 @@
 //! - **Outbound**: a sealed message queued for one recipient domain, with its attempt history,
 //!   next attempt time and expiry. Workers claim entries under a lease, so two agents sharing a
 //!   store never send the same entry at once and a crashed worker's entry is picked up again.
+//! - **Pending replies**: MDNs, pongs and HL7 ACK replies that could not be sealed yet (the
+//!   recipient's certificate could not be discovered), kept unsealed and retried.
 //! - **Credentials**: SMTP AUTH and IMAP logins that a server rejected, disabled until an operator
 //!   resets them.
 //!
@@ -17,6 +19,7 @@
 //! LOCKED` leases).
 
 mod health;
+pub mod replies;
 mod sqlite;
 pub mod tracking;
 

@@ -115,6 +115,22 @@ CREATE TABLE IF NOT EXISTS pongs (
     ack_code        TEXT    NOT NULL,
     report          TEXT    NOT NULL
 );
+CREATE TABLE IF NOT EXISTS pending_replies (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    original_message_id TEXT    NOT NULL,
+    recipient           TEXT    NOT NULL,
+    disposition         TEXT    NOT NULL,
+    kind                TEXT    NOT NULL,
+    mail_from           TEXT    NOT NULL,
+    from_address        TEXT    NOT NULL,
+    to_address          TEXT    NOT NULL,
+    inner_message       BLOB    NOT NULL,
+    created_at          INTEGER NOT NULL,
+    next_attempt_at     INTEGER NOT NULL,
+    attempts            INTEGER NOT NULL DEFAULT 1,
+    last_error          TEXT    NOT NULL,
+    UNIQUE (original_message_id, recipient, disposition)
+);
 CREATE TABLE IF NOT EXISTS credentials (
     name        TEXT    PRIMARY KEY,
     disabled_at INTEGER NOT NULL,
