@@ -197,6 +197,8 @@ pub struct Gauges {
     pub queue_oldest_age_seconds: Option<f64>,
     pub quarantine_size: Option<u64>,
     pub disabled_credentials: Option<u64>,
+    /// MDNs, pongs and HL7 ACK replies kept because they could not be sealed yet.
+    pub replies_pending: Option<u64>,
     /// Whether `/readyz` would answer 200.
     pub ready: Option<bool>,
     /// (local domain, days until its nearest anchor expiry; negative once expired).
@@ -368,6 +370,12 @@ impl Metrics {
             "direct_agent_disabled_credentials",
             "Credentials disabled after a server refused them (see `direct-agent credentials`).",
             gauges.disabled_credentials.map(|v| v as f64),
+        );
+        scalar(
+            &mut out,
+            "direct_agent_replies_pending",
+            "MDNs, pongs and HL7 ACK replies kept because they could not be sealed yet (see `direct-agent queue replies`).",
+            gauges.replies_pending.map(|v| v as f64),
         );
         let per_domain = |out: &mut String, name: &str, help: &str, v: &[(String, f64)]| {
             header(out, name, help, "gauge");
@@ -639,6 +647,7 @@ mod tests {
             queue_oldest_age_seconds: Some(12.5),
             quarantine_size: Some(0),
             disabled_credentials: Some(1),
+            replies_pending: Some(2),
             ready: Some(false),
             anchor_expiry_days: vec![("hisp-a.example".into(), -2.25)],
             certificate_expiry_days: vec![("we\"ird\\dom\nain".into(), 300.0)],
@@ -649,6 +658,7 @@ mod tests {
         assert!(text.contains("direct_agent_queue_oldest_age_seconds 12.5\n"));
         assert!(text.contains("direct_agent_quarantine_size 0\n"));
         assert!(text.contains("direct_agent_disabled_credentials 1\n"));
+        assert!(text.contains("direct_agent_replies_pending 2\n"));
         assert!(text.contains("# TYPE direct_agent_ready gauge\ndirect_agent_ready 0\n"));
         assert!(
             text.contains("direct_agent_anchor_expiry_days{domain=\"hisp-a.example\"} -2.25\n")

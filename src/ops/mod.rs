@@ -108,6 +108,7 @@ impl Ops {
             .disabled_credentials()
             .ok()
             .map(|l| l.len() as u64);
+        g.replies_pending = self.spool.pending_replies().ok().map(|l| l.len() as u64);
         let days = |t: i64| (t - now) as f64 / DAY;
         if let Ok(anchors) = self.served_anchors() {
             let mut nearest: Vec<(String, i64)> = Vec::new();
