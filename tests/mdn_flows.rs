@@ -33,6 +33,17 @@ fn status(a: &AgentSetup, id: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
 }
 
+/// The JSON a `--json` command of agent `s` prints.
+fn json_of(s: &AgentSetup, args: &[&str]) -> serde_json::Value {
+    let out = cli(s, args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn send(a: &AgentSetup, extra: &[&str]) -> (Option<i32>, String, String) {
     let out = cli(
         a,
@@ -78,13 +89,7 @@ fn processed_and_dispatched_complete_the_message() {
     );
     assert_eq!(sidecars(&b.inbox).len(), 1);
     // B answered with two MDNs (processed, dispatched), queued with the null sender and sent.
-    let q: serde_json::Value = serde_json::from_slice(
-        &cli(&b, &["queue", "list", "--json"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let q: serde_json::Value = json_of(&b, &["queue", "list", "--json"]);
     let mdns: Vec<&serde_json::Value> = q
         .as_array()
         .unwrap()
@@ -98,13 +103,7 @@ fn processed_and_dispatched_complete_the_message() {
         "{q}"
     );
     // A did not answer the MDNs with MDNs, and nothing of them reached A's sink.
-    let qa: serde_json::Value = serde_json::from_slice(
-        &cli(&a, &["queue", "list", "--json"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let qa: serde_json::Value = json_of(&a, &["queue", "list", "--json"]);
     assert!(
         qa.as_array().unwrap().iter().all(|e| e["kind"] != "mdn"),
         "{qa}"
@@ -332,13 +331,7 @@ fn sink_that_refuses_gives_a_failed_mdn() {
     tx.send(true).unwrap();
     rt.block_on(handle).unwrap().unwrap();
     // B kept the message in quarantine with the sink's reason.
-    let q: serde_json::Value = serde_json::from_slice(
-        &cli(&b, &["quarantine", "list", "--json"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let q: serde_json::Value = json_of(&b, &["quarantine", "list", "--json"]);
     assert_eq!(q[0]["reason_kind"], "sink", "{q}");
 }
 
@@ -375,13 +368,7 @@ fn mdns_that_cannot_be_sealed_yet_are_kept_and_sent_later() {
         rb.log_text()
     );
     assert_ne!(status(&a, &id)[0]["state"], "complete");
-    let kept: serde_json::Value = serde_json::from_slice(
-        &cli(&b, &["queue", "replies", "--json"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let kept: serde_json::Value = json_of(&b, &["queue", "replies", "--json"]);
     let kept = kept.as_array().unwrap();
     assert_eq!(kept.len(), 2, "processed and dispatched are kept: {kept:?}");
     assert!(
@@ -399,13 +386,7 @@ fn mdns_that_cannot_be_sealed_yet_are_kept_and_sent_later() {
         ra.log_text(),
         rb.log_text()
     );
-    let q: serde_json::Value = serde_json::from_slice(
-        &cli(&b, &["queue", "list", "--json"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let q: serde_json::Value = json_of(&b, &["queue", "list", "--json"]);
     let mdns = q
         .as_array()
         .unwrap()
