@@ -62,6 +62,8 @@ fn review(args: &[&str], paths: &[&Path]) -> Output {
         .args(["hl7", "review"])
         .args(args)
         .args(paths)
+        // The environment default comes from a named configuration: none here.
+        .env_remove("DIRECT_AGENT_CONFIG")
         .output()
         .unwrap()
 }

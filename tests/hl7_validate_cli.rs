@@ -211,6 +211,8 @@ fn validate(args: &[&str], files: &[PathBuf]) -> Output {
         .args(["hl7", "validate"])
         .args(args)
         .args(files)
+        // The environment default comes from a named configuration: none here.
+        .env_remove("DIRECT_AGENT_CONFIG")
         .output()
         .unwrap()
 }
@@ -359,4 +361,71 @@ fn cli_unreadable_file_is_exit_2_and_not_hl7_is_exit_1() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(json[0]["report"]["read_error"].is_string());
     assert!(!text(&out.stdout).contains("Dear IIS"));
+}
+
+/// Without `--environment`, a named configuration's `[agent] environment` decides, as it does for
+/// the running agent; the flag still wins, and an unreadable named configuration is a usage
+/// error (exit 2) that says how to go without it.
+#[test]
+fn environment_defaults_to_the_named_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let production = dir.path().join("production.toml");
+    std::fs::write(&production, "[agent]\nenvironment = \"production\"\n").unwrap();
+    let prod = fixture("msh-11-production.hl7");
+    let with_config = |config: &Path, args: &[&str]| {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .args(["hl7", "validate"])
+            .args(args)
+            .arg(&prod)
+            .env_remove("DIRECT_AGENT_CONFIG")
+            .output()
+            .unwrap()
+    };
+    assert_eq!(with_config(&production, &[]).status.code(), Some(0));
+    assert_eq!(
+        with_config(&production, &["--environment", "test"])
+            .status
+            .code(),
+        Some(1),
+        "the flag wins over the configuration"
+    );
+    let by_env = Command::new(BIN)
+        .args(["hl7", "validate"])
+        .arg(&prod)
+        .env("DIRECT_AGENT_CONFIG", &production)
+        .output()
+        .unwrap();
+    assert_eq!(
+        by_env.status.code(),
+        Some(0),
+        "DIRECT_AGENT_CONFIG names one too"
+    );
+    let missing = with_config(&dir.path().join("missing.toml"), &[]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing.stderr).contains("--environment"),
+        "{}",
+        text(&missing.stderr)
+    );
+    let review = |config: Option<&Path>| {
+        let mut c = Command::new(BIN);
+        if let Some(config) = config {
+            c.arg("--config").arg(config);
+        }
+        c.args(["hl7", "review", "--json"])
+            .arg(&prod)
+            .env_remove("DIRECT_AGENT_CONFIG")
+            .output()
+            .unwrap()
+    };
+    assert_eq!(review(None).status.code(), Some(1), "test by default");
+    let reviewed = review(Some(&production));
+    assert_eq!(
+        reviewed.status.code(),
+        Some(0),
+        "{}",
+        text(&reviewed.stderr)
+    );
 }

@@ -2,7 +2,7 @@
 //! profile ([`crate::hl7::validate`]) to files and prints the findings, never a field's value;
 //! `hl7 review` (in `cli::review`) folds many files into the onboarding checklist.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -29,9 +29,11 @@ pub struct ValidateArgs {
     /// `header` (MSH rules only) or `immunization` (header plus content rules).
     #[arg(long, default_value = "immunization")]
     profile: Profile,
-    /// The MSH-11 expected: `test` (T) or `production` (P).
-    #[arg(long, default_value = "test", value_parser = parse_environment)]
-    environment: Environment,
+    /// The MSH-11 expected: `test` (T) or `production` (P). Default: `[agent] environment` of
+    /// the configuration named by --config or DIRECT_AGENT_CONFIG (as the running agent checks),
+    /// else `test`.
+    #[arg(long, value_parser = parse_environment)]
+    environment: Option<Environment>,
     /// Accept MSH-12 = 2.3.1 as well as 2.5.1.
     #[arg(long)]
     allow_v231: bool,
@@ -51,11 +53,30 @@ fn parse_environment(s: &str) -> Result<Environment, String> {
 }
 
 /// Run an `hl7` command; returns the exit code.
-pub fn run(command: Hl7Command) -> i32 {
+pub fn run(command: Hl7Command, config: Option<&Path>) -> i32 {
     match command {
-        Hl7Command::Validate(args) => validate(args),
-        Hl7Command::Review(args) => super::review::run_review(args),
+        Hl7Command::Validate(args) => validate(args, config),
+        Hl7Command::Review(args) => super::review::run_review(args, config),
     }
+}
+
+/// The environment to validate for: `flag` when given, else `[agent] environment` of the
+/// configuration when one is named (`--config` or `DIRECT_AGENT_CONFIG`), else test. Files are
+/// often checked on a desk without any configuration, so the default file is not looked for.
+pub(super) fn environment(
+    flag: Option<Environment>,
+    config: Option<&Path>,
+) -> Result<Environment, String> {
+    if let Some(e) = flag {
+        return Ok(e);
+    }
+    if config.is_none() && std::env::var_os(crate::config::CONFIG_ENV).is_none() {
+        return Ok(Environment::Test);
+    }
+    let path = crate::config::Config::locate(config);
+    crate::config::Config::load(&path)
+        .map(|c| c.agent.environment)
+        .map_err(|e| format!("{e} (or give --environment test|production)"))
 }
 
 #[derive(Serialize)]
@@ -64,10 +85,17 @@ struct FileReport {
     report: PayloadReport,
 }
 
-fn validate(args: ValidateArgs) -> i32 {
+fn validate(args: ValidateArgs, config: Option<&Path>) -> i32 {
+    let environment = match environment(args.environment, config) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
     let options = Options {
         profile: args.profile,
-        environment: args.environment,
+        environment,
         allow_v231: args.allow_v231,
         // The same "today" as the pipeline: the latest date anywhere (UTC+14), so a dose given
         // today in any time zone is not "in the future".

@@ -141,7 +141,7 @@ where
         Command::Certs { command } => certs::run(command, config),
         Command::Anchors { command } => anchors::run(command, config),
         Command::Bundles { command } => bundles::run(command, config),
-        Command::Hl7 { command } => hl7::run(command),
+        Command::Hl7 { command } => hl7::run(command, config),
         Command::Serve => serve::run_serve(config),
         Command::Send(args) => serve::run_send(args, config),
         Command::Ping(args) => ping::run_ping(args, config),

@@ -38,9 +38,10 @@ pub struct ReviewArgs {
     /// The rules to apply.
     #[arg(long, value_enum, default_value_t = ProfileArg::Immunization)]
     profile: ProfileArg,
-    /// The processing ID (MSH-11) expected: T for test, P for production.
-    #[arg(long, value_enum, default_value_t = EnvironmentArg::Test)]
-    environment: EnvironmentArg,
+    /// The processing ID (MSH-11) expected: T for test, P for production. Default: `[agent]
+    /// environment` of the configuration named by --config or DIRECT_AGENT_CONFIG, else test.
+    #[arg(long, value_enum)]
+    environment: Option<EnvironmentArg>,
     /// Accept HL7 version 2.3.1 (MSH-12) as well as 2.5.1.
     #[arg(long)]
     allow_v231: bool,
@@ -60,7 +61,17 @@ enum EnvironmentArg {
     Production,
 }
 
-pub fn run_review(a: ReviewArgs) -> i32 {
+pub fn run_review(a: ReviewArgs, config: Option<&std::path::Path>) -> i32 {
+    let environment = match super::hl7::environment(
+        a.environment.map(|e| match e {
+            EnvironmentArg::Test => Environment::Test,
+            EnvironmentArg::Production => Environment::Production,
+        }),
+        config,
+    ) {
+        Ok(e) => e,
+        Err(e) => return usage(e),
+    };
     let files = match collect_files(&a.paths) {
         Ok(f) if f.is_empty() => {
             return usage(format!(
@@ -77,10 +88,7 @@ pub fn run_review(a: ReviewArgs) -> i32 {
             ProfileArg::Header => Profile::Header,
             ProfileArg::Immunization => Profile::Immunization,
         },
-        environment: match a.environment {
-            EnvironmentArg::Test => Environment::Test,
-            EnvironmentArg::Production => Environment::Production,
-        },
+        environment,
         allow_v231: a.allow_v231,
         // The pipeline's "today" (UTC+14), so a review and the live agent agree on future dates.
         today: crate::agent::validation::today(chrono::Utc::now().timestamp()),
