@@ -335,6 +335,19 @@ fn sink_that_refuses_gives_a_failed_mdn() {
     assert_eq!(q[0]["reason_kind"], "sink", "{q}");
 }
 
+/// Point `b`'s certificate for hisp-a at a file in `dir` that does not exist yet; returns it.
+fn missing_partner_cert(dir: &std::path::Path, b: &AgentSetup) -> std::path::PathBuf {
+    let copy = dir.join("partner-a.pem");
+    let text = std::fs::read_to_string(&b.config).unwrap();
+    let replaced = text.replace(
+        &cert("hisp-a.example.pem").display().to_string(),
+        &copy.display().to_string(),
+    );
+    assert_ne!(text, replaced, "B's partner certificate path was not found");
+    std::fs::write(&b.config, replaced).unwrap();
+    copy
+}
+
 /// The receiving agent cannot seal its MDNs at first (the sender's certificate is not
 /// discoverable: here its `[[discovery.certificate]]` file is missing). The MDNs are kept, not
 /// lost, and sent once the certificate can be found again, completing the message at the sender.
@@ -342,12 +355,7 @@ fn sink_that_refuses_gives_a_failed_mdn() {
 fn mdns_that_cannot_be_sealed_yet_are_kept_and_sent_later() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = two_agents(dir.path(), &Extra::default(), &Extra::default());
-    let original = cert("hisp-a.example.pem");
-    let copy = dir.path().join("partner-a.pem");
-    let text = std::fs::read_to_string(&b.config).unwrap();
-    let replaced = text.replace(&original.display().to_string(), &copy.display().to_string());
-    assert_ne!(text, replaced, "B's partner certificate path was not found");
-    std::fs::write(&b.config, replaced).unwrap();
+    let copy = missing_partner_cert(dir.path(), &b);
     let ra = start(&a);
     let rb = start(&b);
     let (code, id, err) = send(&a, &["--request-mdn"]);
@@ -377,7 +385,7 @@ fn mdns_that_cannot_be_sealed_yet_are_kept_and_sent_later() {
             && r["last_error"].as_str().unwrap().contains("partner-a.pem")),
         "{kept:?}"
     );
-    std::fs::copy(&original, &copy).unwrap();
+    std::fs::copy(cert("hisp-a.example.pem"), &copy).unwrap();
     assert!(
         wait_until(Duration::from_secs(60), || status(&a, &id)[0]["state"]
             == "complete"),
@@ -396,5 +404,45 @@ fn mdns_that_cannot_be_sealed_yet_are_kept_and_sent_later() {
     assert_eq!(
         mdns, 2,
         "one processed and one dispatched MDN, each once: {q}"
+    );
+}
+
+/// A kept MDN that still cannot be sealed when `[smtp_out] lifetime` is over is given up, with
+/// an error naming the reply, and no longer listed.
+#[test]
+fn kept_mdns_are_given_up_after_the_lifetime() {
+    let dir = tempfile::tempdir().unwrap();
+    let b_extra = Extra {
+        smtp_out: Some(
+            "[smtp_out]\nretry_initial = \"1s\"\nretry_max = \"1s\"\nlifetime = \"3s\"\ntimeout = \"10s\"\n"
+                .into(),
+        ),
+        ..Extra::default()
+    };
+    let (a, b) = two_agents(dir.path(), &Extra::default(), &b_extra);
+    missing_partner_cert(dir.path(), &b);
+    let _ra = start(&a);
+    let rb = start(&b);
+    let (code, _id, err) = send(&a, &["--request-mdn"]);
+    assert_eq!(code, Some(0), "send: {err}");
+    assert!(
+        wait_until(Duration::from_secs(30), || rb
+            .log_text()
+            .contains("kept reply given up")),
+        "{}",
+        rb.log_text()
+    );
+    assert!(
+        rb.log_text().contains("partner-a.pem"),
+        "the reason is logged"
+    );
+    assert_eq!(
+        json_of(&b, &["queue", "replies", "--json"]),
+        serde_json::json!([])
+    );
+    let q = json_of(&b, &["queue", "list", "--json"]);
+    assert!(
+        q.as_array().unwrap().iter().all(|e| e["kind"] != "mdn"),
+        "nothing was queued: {q}"
     );
 }
