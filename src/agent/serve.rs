@@ -161,67 +161,75 @@ async fn run_inbound_workers(
                 }
                 let (ctx, spool2, sinks, cache) =
                     (ctx.clone(), spool.clone(), sinks.clone(), cache.clone());
+                let stop = shutdown.clone();
+                // One blocking thread works entries until none is due (or shutdown), rather than
+                // one `spawn_blocking` hand-off per message.
                 let done = tokio::task::spawn_blocking(move || -> Result<bool, String> {
-                    let now = SystemClock.unix_seconds();
-                    let Some(mut entry) = spool2
-                        .claim_inbound(now, INBOUND_LEASE_SECS)
-                        .map_err(|e| e.to_string())?
-                    else {
-                        return Ok(false);
-                    };
-                    let started = std::time::Instant::now();
-                    let processed = process(&ctx, &spool2, &sinks, &cache, &mut entry, now);
-                    let now = SystemClock.unix_seconds();
-                    spool2
-                        .finish_inbound(entry.id, &processed.outcome, now)
-                        .map_err(|e| e.to_string())?;
-                    crate::ops::METRICS.inbound(&processed.outcome);
-                    let elapsed_ms = started.elapsed().as_millis() as u64;
-                    let message_id = entry.message_id.as_deref().unwrap_or("-");
-                    match &processed.outcome {
-                        InboundOutcome::Delivered { .. } => tracing::info!(
-                            inbound = entry.id,
-                            message_id,
-                            from = %entry.mail_from,
-                            to = ?entry.rcpt_to,
-                            size = entry.size,
-                            elapsed_ms,
-                            disposition = "delivered",
-                            "message accepted and handed to the sinks"
-                        ),
-                        InboundOutcome::Quarantined { kind, reason } => tracing::warn!(
-                            inbound = entry.id,
-                            message_id,
-                            from = %entry.mail_from,
-                            to = ?entry.rcpt_to,
-                            refusal = %kind,
-                            reason = %reason,
-                            elapsed_ms,
-                            disposition = "quarantined",
-                            "message refused and quarantined"
-                        ),
-                        InboundOutcome::Retry {
-                            reason,
-                            next_attempt_at,
-                        } => tracing::warn!(
-                            inbound = entry.id,
-                            message_id,
-                            from = %entry.mail_from,
-                            to = ?entry.rcpt_to,
-                            reason = %reason,
-                            elapsed_ms,
-                            attempts = entry.attempts,
-                            next_in_s = next_attempt_at - now,
-                            disposition = "retry",
-                            "sink failed; retrying later"
-                        ),
+                    let mut worked = false;
+                    loop {
+                        if *stop.borrow() {
+                            return Ok(worked);
+                        }
+                        let now = SystemClock.unix_seconds();
+                        let Some(mut entry) = spool2
+                            .claim_inbound(now, INBOUND_LEASE_SECS)
+                            .map_err(|e| e.to_string())?
+                        else {
+                            return Ok(worked);
+                        };
+                        worked = true;
+                        let started = std::time::Instant::now();
+                        let processed = process(&ctx, &spool2, &sinks, &cache, &mut entry, now);
+                        let now = SystemClock.unix_seconds();
+                        spool2
+                            .finish_inbound(entry.id, &processed.outcome, now)
+                            .map_err(|e| e.to_string())?;
+                        crate::ops::METRICS.inbound(&processed.outcome);
+                        let elapsed_ms = started.elapsed().as_millis() as u64;
+                        let message_id = entry.message_id.as_deref().unwrap_or("-");
+                        match &processed.outcome {
+                            InboundOutcome::Delivered { .. } => tracing::info!(
+                                inbound = entry.id,
+                                message_id,
+                                from = %entry.mail_from,
+                                to = ?entry.rcpt_to,
+                                size = entry.size,
+                                elapsed_ms,
+                                disposition = "delivered",
+                                "message accepted and handed to the sinks"
+                            ),
+                            InboundOutcome::Quarantined { kind, reason } => tracing::warn!(
+                                inbound = entry.id,
+                                message_id,
+                                from = %entry.mail_from,
+                                to = ?entry.rcpt_to,
+                                refusal = %kind,
+                                reason = %reason,
+                                elapsed_ms,
+                                disposition = "quarantined",
+                                "message refused and quarantined"
+                            ),
+                            InboundOutcome::Retry {
+                                reason,
+                                next_attempt_at,
+                            } => tracing::warn!(
+                                inbound = entry.id,
+                                message_id,
+                                from = %entry.mail_from,
+                                to = ?entry.rcpt_to,
+                                reason = %reason,
+                                elapsed_ms,
+                                attempts = entry.attempts,
+                                next_in_s = next_attempt_at - now,
+                                disposition = "retry",
+                                "sink failed; retrying later"
+                            ),
+                        }
                     }
-                    Ok(true)
                 })
                 .await;
                 match done {
-                    Ok(Ok(true)) => continue,
-                    Ok(Ok(false)) => {}
+                    Ok(Ok(_)) => {}
                     Ok(Err(e)) => {
                         tracing::error!(error = %e, "spool unavailable for inbound processing")
                     }
