@@ -209,7 +209,7 @@ pub fn process(
     if overridden {
         tracing::warn!(inbound = entry.id, message_id = ?report.message_id, from = %report.from, "delivering a message that failed HL7 validation: an operator overrode it");
     }
-    let metadata = DeliveryMetadata {
+    let mut metadata = DeliveryMetadata {
         message_id: report.message_id.clone(),
         from: report.from.clone(),
         to: report.to.clone(),
@@ -390,15 +390,16 @@ pub fn process(
         reply::build_acks(&verdict, &report.payloads, now)
     };
     let ack = send_acks(&acks);
-    let detail = serde_json::json!({
+    let mut detail = serde_json::json!({
         "signer": report.signer.subject,
         "signer_fingerprint_sha256": report.signer.fingerprint_sha256,
         "payloads": report.payloads.iter().map(|p| serde_json::json!({"content_type": p.content_type, "size": p.data.len()})).collect::<Vec<_>>(),
-        "sinks": locations,
-        "validation": verdict.profile.map(|_| verdict.to_json()),
         "hl7_overridden": overridden,
         "ack": ack,
     });
+    // Moved in, not through `json!` (which would copy them value by value).
+    detail["sinks"] = serde_json::Value::Array(locations);
+    detail["validation"] = metadata.validation.take().unwrap_or_default();
     Processed {
         outcome: InboundOutcome::Delivered { detail },
         report: Some(report),

@@ -166,24 +166,44 @@ async fn run_inbound_workers(
                 // one `spawn_blocking` hand-off per message.
                 let done = tokio::task::spawn_blocking(move || -> Result<bool, String> {
                     let mut worked = false;
+                    // The entry leased in the commit that finished the previous one.
+                    let mut next = None;
                     loop {
-                        if *stop.borrow() {
-                            return Ok(worked);
-                        }
-                        let now = SystemClock.unix_seconds();
-                        let Some(mut entry) = spool2
-                            .claim_inbound(now, INBOUND_LEASE_SECS)
-                            .map_err(|e| e.to_string())?
-                        else {
-                            return Ok(worked);
+                        let mut entry = match next.take() {
+                            Some(entry) => entry,
+                            None => {
+                                if *stop.borrow() {
+                                    return Ok(worked);
+                                }
+                                let now = SystemClock.unix_seconds();
+                                match spool2
+                                    .claim_inbound(now, INBOUND_LEASE_SECS)
+                                    .map_err(|e| e.to_string())?
+                                {
+                                    Some(entry) => entry,
+                                    None => return Ok(worked),
+                                }
+                            }
                         };
                         worked = true;
                         let started = std::time::Instant::now();
+                        let now = SystemClock.unix_seconds();
                         let processed = process(&ctx, &spool2, &sinks, &cache, &mut entry, now);
                         let now = SystemClock.unix_seconds();
-                        spool2
-                            .finish_inbound(entry.id, &processed.outcome, now)
-                            .map_err(|e| e.to_string())?;
+                        if *stop.borrow() {
+                            spool2
+                                .finish_inbound(entry.id, &processed.outcome, now)
+                                .map_err(|e| e.to_string())?;
+                        } else {
+                            next = spool2
+                                .finish_and_claim_inbound(
+                                    entry.id,
+                                    &processed.outcome,
+                                    now,
+                                    INBOUND_LEASE_SECS,
+                                )
+                                .map_err(|e| e.to_string())?;
+                        }
                         crate::ops::METRICS.inbound(&processed.outcome);
                         let elapsed_ms = started.elapsed().as_millis() as u64;
                         let message_id = entry.message_id.as_deref().unwrap_or("-");

@@ -5,7 +5,7 @@
 
 use crate::address::DirectAddress;
 use crate::config::Config;
-use crate::hl7::validate::{Options, PayloadReport, Profile, validate_payload};
+use crate::hl7::validate::{Options, PayloadReport, Profile, report_parsed};
 use crate::mime::payload::{Payload, PayloadKind};
 
 /// The validation profile for messages from `sender`; None for `none`.
@@ -121,9 +121,17 @@ pub fn check(
     let profile = profile_for(config, sender)?;
     let mut reports = Vec::new();
     let mut message_types = Vec::new();
+    let options = profile.map(|profile| Options {
+        profile,
+        environment: config.agent.environment,
+        allow_v231: config.hl7.allow_v231,
+        today: today.to_string(),
+    });
     for p in payloads.iter().filter(|p| p.kind == PayloadKind::Hl7v2) {
-        if let Ok(messages) = crate::hl7::parse_messages_bytes(&p.data) {
-            for m in &messages {
+        // Read once: the message types for routing and the report both come from it.
+        let parsed = crate::hl7::parse_messages_bytes(&p.data);
+        if let Ok(messages) = &parsed {
+            for m in messages {
                 let t = m.msh().message_type();
                 message_types.push(format!(
                     "{}^{}",
@@ -132,14 +140,8 @@ pub fn check(
                 ));
             }
         }
-        if let Some(profile) = profile {
-            let options = Options {
-                profile,
-                environment: config.agent.environment,
-                allow_v231: config.hl7.allow_v231,
-                today: today.to_string(),
-            };
-            reports.push(validate_payload(&p.data, &options));
+        if let Some(options) = &options {
+            reports.push(report_parsed(parsed, options));
         }
     }
     Ok(Hl7Verdict {

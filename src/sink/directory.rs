@@ -60,6 +60,21 @@ fn transient(e: &std::io::Error, what: String) -> SinkOutcome {
     SinkOutcome::Transient(format!("{what}: {e}"))
 }
 
+/// The `<id>.json` sidecar, serialized from borrowed fields (no intermediate JSON tree).
+#[derive(serde::Serialize)]
+struct Sidecar<'a> {
+    metadata: &'a crate::sink::DeliveryMetadata,
+    payloads: Vec<SidecarFile<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct SidecarFile<'a> {
+    content_type: &'a str,
+    file: String,
+    sender_filename: Option<&'a str>,
+    size: usize,
+}
+
 impl Sink for DirectorySink {
     fn name(&self) -> String {
         format!("directory:{}", self.path.display())
@@ -67,9 +82,19 @@ impl Sink for DirectorySink {
 
     fn deliver(&self, d: &SinkDelivery<'_>) -> SinkOutcome {
         let dir = &self.path;
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            return transient(&e, format!("cannot create {}", dir.display()));
-        }
+        // The folder is created when first missing, not looked for on every delivery.
+        // The folder is opened once (its handle syncs the renames at the end) and created only
+        // when missing, rather than looked for on every delivery.
+        let folder = match std::fs::File::open(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir).and_then(|()| std::fs::File::open(dir))
+            }
+            other => other,
+        };
+        let folder = match folder {
+            Ok(f) => f,
+            Err(e) => return transient(&e, format!("cannot create {}", dir.display())),
+        };
         let base = Self::base_name(d.message_id, d.inbound_id);
         let mut files = Vec::new();
         for (i, p) in d.payloads.iter().enumerate() {
@@ -78,24 +103,24 @@ impl Sink for DirectorySink {
             if let Err(e) = write_atomic(dir, &name, &p.data) {
                 return transient(&e, format!("cannot write {}", dir.join(&name).display()));
             }
-            files.push(serde_json::json!({
-                "file": name,
-                "content_type": p.content_type,
-                "sender_filename": p.filename,
-                "size": p.data.len(),
-            }));
+            files.push(SidecarFile {
+                content_type: &p.content_type,
+                file: name,
+                sender_filename: p.filename.as_deref(),
+                size: p.data.len(),
+            });
         }
-        let sidecar = serde_json::json!({
-            "metadata": d.metadata,
-            "payloads": files,
-        });
+        let sidecar = Sidecar {
+            metadata: d.metadata,
+            payloads: files,
+        };
         let name = format!("{base}.json");
         let text = serde_json::to_vec_pretty(&sidecar).unwrap_or_default();
         if let Err(e) = write_atomic(dir, &name, &text) {
             return transient(&e, format!("cannot write {}", dir.join(&name).display()));
         }
         // Make the renames durable.
-        if let Err(e) = std::fs::File::open(dir).and_then(|f| f.sync_all()) {
+        if let Err(e) = folder.sync_all() {
             return transient(&e, format!("cannot sync {}", dir.display()));
         }
         SinkOutcome::accepted(dir.join(name).display().to_string())
@@ -176,7 +201,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(side["metadata"]["from"], "a@hisp-a.example");
+        assert_eq!(side["metadata"]["signer_binding"], "address");
+        assert!(side["metadata"].get("validation").is_none());
         assert_eq!(side["payloads"][0]["size"], 10);
+        assert_eq!(side["payloads"][0]["file"], "abc_.._x@hisp-a.example.1.hl7");
+        assert_eq!(side["payloads"][0]["sender_filename"], "../../etc/passwd");
+        assert_eq!(
+            side["payloads"][0]["content_type"],
+            "application/x-direct-encapsulated+hl7v2"
+        );
+
+        // The folder removed under a running agent is made again at the next delivery.
+        std::fs::remove_dir_all(dir.path().join("inbox")).unwrap();
+        assert!(matches!(sink.deliver(&d), SinkOutcome::Accepted { .. }));
+        assert!(
+            dir.path()
+                .join("inbox/abc_.._x@hisp-a.example.json")
+                .exists()
+        );
+
+        // A path that cannot be a folder is a transient failure naming it.
+        let blocked = DirectorySink::new(dir.path().join("inbox/abc_.._x@hisp-a.example.json"));
+        match blocked.deliver(&d) {
+            SinkOutcome::Transient(reason) => {
+                assert!(reason.contains("abc_.._x@hisp-a.example.json"), "{reason}")
+            }
+            other => panic!("expected a transient failure, got {other:?}"),
+        }
     }
 
     #[test]

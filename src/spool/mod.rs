@@ -339,6 +339,18 @@ pub trait Spool: Send + Sync {
     /// Record how processing of a claimed entry ended.
     fn finish_inbound(&self, id: i64, outcome: &InboundOutcome, now: i64)
     -> Result<(), SpoolError>;
+    /// [`Spool::finish_inbound`], then [`Spool::claim_inbound`]; a store may do both in one
+    /// commit.
+    fn finish_and_claim_inbound(
+        &self,
+        id: i64,
+        outcome: &InboundOutcome,
+        now: i64,
+        lease: i64,
+    ) -> Result<Option<InboundEntry>, SpoolError> {
+        self.finish_inbound(id, outcome, now)?;
+        self.claim_inbound(now, lease)
+    }
     /// One inbound entry, with its raw bytes.
     fn inbound(&self, id: i64) -> Result<Option<InboundEntry>, SpoolError>;
     /// Inbound entries (without raw bytes), newest first, optionally of one state.

@@ -410,9 +410,10 @@ impl SqliteSpool {
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, SpoolError> {
         self.with(|c| {
-            c.pragma_update(None, "synchronous", "NORMAL")?;
+            c.prepare_cached("PRAGMA synchronous = NORMAL")?
+                .execute([])?;
             let r = f(c);
-            c.pragma_update(None, "synchronous", "FULL")?;
+            c.prepare_cached("PRAGMA synchronous = FULL")?.execute([])?;
             r
         })
     }
@@ -477,6 +478,72 @@ fn push_history(history: &str, attempt: &Attempt) -> String {
     let mut h: Vec<Attempt> = serde_json::from_str(history).unwrap_or_default();
     h.push(attempt.clone());
     serde_json::to_string(&h).unwrap_or_else(|_| "[]".into())
+}
+
+/// This process, as the owner of the leases it takes (`getpid` is a system call each time).
+fn lease_owner() -> u32 {
+    static OWNER: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *OWNER.get_or_init(std::process::id)
+}
+
+/// Lease the next inbound entry due, with its raw bytes, inside an open transaction.
+fn claim_inbound_in(
+    tx: &rusqlite::Transaction<'_>,
+    now: i64,
+    lease: i64,
+) -> rusqlite::Result<Option<InboundEntry>> {
+    let id: Option<i64> = tx
+        .prepare_cached(
+            "SELECT id FROM inbound WHERE state = 'received' AND next_attempt_at <= ?1 AND lease_until <= ?1 ORDER BY next_attempt_at, id LIMIT 1",
+        )?
+        .query_row([now], |r| r.get(0))
+        .optional()?;
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    tx.prepare_cached(
+        "UPDATE inbound SET lease_until = ?2, lease_owner = ?3, attempts = attempts + 1 WHERE id = ?1",
+    )?
+    .execute(params![id, now + lease, lease_owner()])?;
+    let mut entry = tx
+        .prepare_cached(&format!(
+            "SELECT {INBOUND_COLUMNS} FROM inbound WHERE id = ?1"
+        ))?
+        .query_row([id], inbound_from_row)?;
+    entry.raw = tx
+        .prepare_cached("SELECT raw FROM inbound_raw WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))?;
+    Ok(Some(entry))
+}
+
+/// Record how processing of a leased inbound entry ended, releasing the lease.
+fn finish_inbound_in(
+    c: &Connection,
+    id: i64,
+    outcome: &InboundOutcome,
+    now: i64,
+) -> rusqlite::Result<()> {
+    match outcome {
+        InboundOutcome::Delivered { detail } => c
+            .prepare_cached(
+                "UPDATE inbound SET state = 'delivered', updated_at = ?2, lease_until = 0, lease_owner = NULL, reason_kind = NULL, reason = NULL, outcome = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id, now, detail.to_string()])?,
+        InboundOutcome::Quarantined { kind, reason } => c
+            .prepare_cached(
+                "UPDATE inbound SET state = 'quarantined', updated_at = ?2, lease_until = 0, lease_owner = NULL, reason_kind = ?3, reason = ?4 WHERE id = ?1",
+            )?
+            .execute(params![id, now, kind, reason])?,
+        InboundOutcome::Retry {
+            reason,
+            next_attempt_at,
+        } => c
+            .prepare_cached(
+                "UPDATE inbound SET updated_at = ?2, lease_until = 0, lease_owner = NULL, reason_kind = 'sink', reason = ?3, next_attempt_at = ?4 WHERE id = ?1",
+            )?
+            .execute(params![id, now, reason, next_attempt_at])?,
+    };
+    Ok(())
 }
 
 impl Spool for SqliteSpool {
@@ -576,27 +643,9 @@ impl Spool for SqliteSpool {
     fn claim_inbound(&self, now: i64, lease: i64) -> Result<Option<InboundEntry>, SpoolError> {
         self.with_lazy_commit(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let id: Option<i64> = tx
-                .prepare_cached(
-                    "SELECT id FROM inbound WHERE state = 'received' AND next_attempt_at <= ?1 AND lease_until <= ?1 ORDER BY next_attempt_at, id LIMIT 1",
-                )?
-                .query_row([now], |r| r.get(0))
-                .optional()?;
-            let Some(id) = id else {
-                return Ok(None);
-            };
-            tx.prepare_cached(
-                "UPDATE inbound SET lease_until = ?2, lease_owner = ?3, attempts = attempts + 1 WHERE id = ?1",
-            )?
-            .execute(params![id, now + lease, std::process::id()])?;
-            let mut entry = tx
-                .prepare_cached(&format!("SELECT {INBOUND_COLUMNS} FROM inbound WHERE id = ?1"))?
-                .query_row([id], inbound_from_row)?;
-            entry.raw = tx
-                .prepare_cached("SELECT raw FROM inbound_raw WHERE id = ?1")?
-                .query_row([id], |r| r.get(0))?;
+            let entry = claim_inbound_in(&tx, now, lease)?;
             tx.commit()?;
-            Ok(Some(entry))
+            Ok(entry)
         })
     }
 
@@ -606,28 +655,23 @@ impl Spool for SqliteSpool {
         outcome: &InboundOutcome,
         now: i64,
     ) -> Result<(), SpoolError> {
+        self.with(|c| finish_inbound_in(c, id, outcome, now))
+    }
+
+    fn finish_and_claim_inbound(
+        &self,
+        id: i64,
+        outcome: &InboundOutcome,
+        now: i64,
+        lease: i64,
+    ) -> Result<Option<InboundEntry>, SpoolError> {
+        // One fsynced commit records the outcome and takes the next lease.
         self.with(|c| {
-            match outcome {
-                InboundOutcome::Delivered { detail } => c
-                    .prepare_cached(
-                        "UPDATE inbound SET state = 'delivered', updated_at = ?2, lease_until = 0, lease_owner = NULL, reason_kind = NULL, reason = NULL, outcome = ?3 WHERE id = ?1",
-                    )?
-                    .execute(params![id, now, detail.to_string()])?,
-                InboundOutcome::Quarantined { kind, reason } => c
-                    .prepare_cached(
-                        "UPDATE inbound SET state = 'quarantined', updated_at = ?2, lease_until = 0, lease_owner = NULL, reason_kind = ?3, reason = ?4 WHERE id = ?1",
-                    )?
-                    .execute(params![id, now, kind, reason])?,
-                InboundOutcome::Retry {
-                    reason,
-                    next_attempt_at,
-                } => c
-                    .prepare_cached(
-                        "UPDATE inbound SET updated_at = ?2, lease_until = 0, lease_owner = NULL, reason_kind = 'sink', reason = ?3, next_attempt_at = ?4 WHERE id = ?1",
-                    )?
-                    .execute(params![id, now, reason, next_attempt_at])?,
-            };
-            Ok(())
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            finish_inbound_in(&tx, id, outcome, now)?;
+            let entry = claim_inbound_in(&tx, now, lease)?;
+            tx.commit()?;
+            Ok(entry)
         })
     }
 
@@ -734,7 +778,7 @@ impl Spool for SqliteSpool {
             let Some(id) = id else {
                 return Ok(None);
             };
-            tx.prepare_cached("UPDATE outbound SET state = 'sending', lease_until = ?2, lease_owner = ?3 WHERE id = ?1")?.execute(params![id, now + lease, std::process::id()])?;
+            tx.prepare_cached("UPDATE outbound SET state = 'sending', lease_until = ?2, lease_owner = ?3 WHERE id = ?1")?.execute(params![id, now + lease, lease_owner()])?;
             let entry = Self::load_outbound(&tx, id)?;
             tx.commit()?;
             Ok(entry)
@@ -755,7 +799,7 @@ impl Spool for SqliteSpool {
                  WHERE id = ?1 AND blocked_on IS NULL
                    AND (state = 'queued' OR (state = 'sending' AND lease_until <= ?2))",
                 )?
-                .execute(params![id, now, now + lease, std::process::id()])?;
+                .execute(params![id, now, now + lease, lease_owner()])?;
             let entry = if n == 1 {
                 Self::load_outbound(&tx, id)?
             } else {
@@ -1151,6 +1195,41 @@ mod tests {
             "only quarantined entries are released"
         );
         assert_eq!(s.claim_inbound(200, 60).unwrap().unwrap().id, id);
+    }
+
+    #[test]
+    fn finishing_an_entry_leases_the_next_in_the_same_commit() {
+        let (_d, s) = spool();
+        let first = s.receive(smtp_msg(Some("<1@a>"), b"one")).unwrap().id();
+        let second = s.receive(smtp_msg(Some("<2@a>"), b"two")).unwrap().id();
+        let e = s.claim_inbound(100, 60).unwrap().unwrap();
+        assert_eq!(e.id, first);
+        let delivered = InboundOutcome::Delivered {
+            detail: serde_json::json!({"sinks": ["x"]}),
+        };
+        let next = s
+            .finish_and_claim_inbound(first, &delivered, 110, 60)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (next.id, next.raw.as_slice(), next.attempts),
+            (second, &b"two"[..], 1)
+        );
+        let done = s.inbound(first).unwrap().unwrap();
+        assert_eq!(done.state, InboundState::Delivered);
+        assert_eq!(done.outcome, Some(serde_json::json!({"sinks": ["x"]})));
+        // The second is leased by that commit: nobody else gets it.
+        assert!(s.claim_inbound(120, 60).unwrap().is_none());
+        // Nothing left: the outcome is still recorded.
+        assert!(
+            s.finish_and_claim_inbound(second, &delivered, 130, 60)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            s.inbound(second).unwrap().unwrap().state,
+            InboundState::Delivered
+        );
     }
 
     fn queue(s: &SqliteSpool, rcpts: &[&str]) -> Vec<i64> {

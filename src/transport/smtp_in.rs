@@ -524,10 +524,15 @@ struct DataReceiver {
     bare_newline: bool,
 }
 
+/// Bytes reserved for a message body before DATA starts.
+const INITIAL_DATA_CAPACITY: usize = 64 * 1024;
+
 impl DataReceiver {
     /// A receiver that keeps at most `max_size` bytes of message after `prefix` (the
     /// `Received:` line).
-    fn new(max_size: usize, prefix: Vec<u8>) -> Self {
+    fn new(max_size: usize, mut prefix: Vec<u8>) -> Self {
+        // A Direct message is tens of KiB: start there rather than doubling up from the prefix.
+        prefix.reserve(max_size.min(INITIAL_DATA_CAPACITY));
         DataReceiver {
             state: DataState::LineStart,
             max_size,

@@ -301,7 +301,15 @@ fn read_error_str<S: serde::Serializer>(e: &Option<Hl7Error>, ser: S) -> Result<
 /// Validate every message of `payload` (bytes as received: UTF-8 expected). Never panics: a
 /// payload that cannot be read at all comes back with [`PayloadReport::read_error`] set.
 pub fn validate_payload(payload: &[u8], options: &Options) -> PayloadReport {
-    match super::parse_messages_bytes(payload) {
+    report_parsed(super::parse_messages_bytes(payload), options)
+}
+
+/// [`validate_payload`] for a payload the caller has already read (it needs the messages too).
+pub fn report_parsed(
+    parsed: Result<Vec<Message<'_>>, Hl7Error>,
+    options: &Options,
+) -> PayloadReport {
+    match parsed {
         Err(e) => PayloadReport {
             read_error: Some(e),
             messages: Vec::new(),
