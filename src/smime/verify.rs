@@ -99,39 +99,37 @@ pub(crate) fn decode_base64_in_place(
     start: usize,
     what: &'static str,
 ) -> Result<(), SmimeError> {
-    const RUN: usize = 4096; // a multiple of 4: every full run decodes on its own
+    const RUN: usize = 4096;
     let engine = crate::mime::base64_engine();
     let bad = |e: base64::DecodeSliceError| SmimeError::Malformed {
         layer: what,
         detail: format!("base64 is invalid or truncated: {e}"),
     };
-    let mut run = [0u8; RUN];
-    let mut run_len = 0;
-    let mut decoded = [0u8; RUN / 4 * 3];
+    // Whole lines are copied into the run at once (only a line with inner white space is
+    // filtered byte by byte), and whole quads are decoded straight into the front of `buf`.
+    // `write` never overtakes what is still to be read: the bytes decoded so far are 3/4 of
+    // the characters already copied out of `buf[start..read]`.
+    let mut run: Vec<u8> = Vec::with_capacity(RUN + 128);
     let mut write = 0;
     let mut read = start.min(buf.len());
     while read < buf.len() {
-        let b = buf[read];
-        read += 1;
-        if b.is_ascii_whitespace() {
-            continue;
+        let end = memchr::memchr(b'\n', &buf[read..]).map_or(buf.len(), |i| read + i);
+        let line = buf[read..end].trim_ascii();
+        if line.iter().any(|b| b.is_ascii_whitespace()) {
+            run.extend(line.iter().filter(|b| !b.is_ascii_whitespace()));
+        } else {
+            run.extend_from_slice(line);
         }
-        run[run_len] = b;
-        run_len += 1;
-        if run_len == RUN {
-            // `write + n` is 3/4 of the characters consumed so far, all at or before `read`:
-            // the bytes written never overtake the ones still to be read.
-            let n = engine.decode_slice(run, &mut decoded).map_err(bad)?;
-            buf[write..write + n].copy_from_slice(&decoded[..n]);
-            write += n;
-            run_len = 0;
+        read = end + 1;
+        if run.len() >= RUN {
+            let whole = run.len() / 4 * 4;
+            write += engine
+                .decode_slice(&run[..whole], &mut buf[write..])
+                .map_err(bad)?;
+            run.drain(..whole);
         }
     }
-    let n = engine
-        .decode_slice(&run[..run_len], &mut decoded)
-        .map_err(bad)?;
-    buf[write..write + n].copy_from_slice(&decoded[..n]);
-    write += n;
+    write += engine.decode_slice(&run, &mut buf[write..]).map_err(bad)?;
     buf.truncate(write);
     buf.shrink_to_fit();
     Ok(())
