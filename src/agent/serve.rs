@@ -47,9 +47,78 @@ pub struct AgentReception {
     pub spool: Arc<SqliteSpool>,
     pub domains: Vec<String>,
     pub wake: Arc<Notify>,
+    /// Hands SMTP messages to the committer thread (see [`AgentReception::new`]).
+    commits: std::sync::mpsc::Sender<StoreJob>,
 }
 
+/// A message an SMTP session waits to see stored.
+struct StoreJob {
+    envelope: ReceivedEnvelope,
+    message_id: Option<String>,
+    raw: Vec<u8>,
+    stored: tokio::sync::oneshot::Sender<Result<Received, String>>,
+}
+
+/// Most messages stored in one commit.
+const MAX_COMMIT_BATCH: usize = 256;
+
 impl AgentReception {
+    /// A reception storing into `spool` and waking the inbound workers with `wake`.
+    ///
+    /// SMTP sessions hand their messages to one committer thread, which stores everything
+    /// waiting in one transaction (one fsync) and then answers each session: no blocking-pool
+    /// task per message, and no sessions queuing on the spool's connection. The thread ends
+    /// when the reception is dropped.
+    pub fn new(spool: Arc<SqliteSpool>, domains: Vec<String>, wake: Arc<Notify>) -> Self {
+        let (commits, jobs) = std::sync::mpsc::channel::<StoreJob>();
+        let committer = spool.clone();
+        let spawned = std::thread::Builder::new()
+            .name("spool-commit".into())
+            .spawn(move || {
+                while let Ok(first) = jobs.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_COMMIT_BATCH {
+                        match jobs.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    let now = SystemClock.unix_seconds();
+                    let msgs: Vec<NewInbound<'_>> = batch
+                        .iter()
+                        .map(|job| NewInbound {
+                            source: Source::Smtp {
+                                peer: job.envelope.peer.to_string(),
+                                helo: job.envelope.helo.clone(),
+                                tls: job.envelope.tls,
+                            },
+                            mail_from: job.envelope.mail_from.clone(),
+                            rcpt_to: job.envelope.rcpt_to.clone(),
+                            message_id: job.message_id.clone(),
+                            raw: &job.raw,
+                            now,
+                        })
+                        .collect();
+                    let results = committer.receive_all(&msgs);
+                    drop(msgs);
+                    for (job, result) in batch.into_iter().zip(results) {
+                        // A session that went away (timeout, shutdown) has nobody to answer.
+                        let _ = job.stored.send(result.map_err(|e| e.to_string()));
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            // Without the thread every store fails with a 451 naming this; nothing is lost.
+            tracing::error!(error = %e, "cannot start the spool committer thread");
+        }
+        AgentReception {
+            spool,
+            domains,
+            wake,
+            commits,
+        }
+    }
+
     fn stored(&self, r: Received, what: &str) -> Result<String, String> {
         match r {
             Received::Stored(id) => {
@@ -89,6 +158,29 @@ impl Reception for AgentReception {
             })
             .map_err(|e| e.to_string())?;
         self.stored(r, "smtp")
+    }
+
+    fn store_owned(
+        self: Arc<Self>,
+        envelope: ReceivedEnvelope,
+        raw: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>> {
+        Box::pin(async move {
+            let (stored, answer) = tokio::sync::oneshot::channel();
+            let job = StoreJob {
+                message_id: message_id_of(&raw),
+                envelope,
+                raw,
+                stored,
+            };
+            self.commits
+                .send(job)
+                .map_err(|_| "the spool committer is not running".to_string())?;
+            let r = answer.await.map_err(|_| {
+                "the spool committer stopped before storing the message".to_string()
+            })??;
+            self.stored(r, "smtp")
+        })
     }
 }
 
@@ -565,11 +657,11 @@ impl Server {
         let spool = self.spool;
         let inbound_wake = Arc::new(Notify::new());
         let outbound_wake = Arc::new(Notify::new());
-        let reception = Arc::new(AgentReception {
-            spool: spool.clone(),
-            domains: ctx.domains.iter().map(|d| d.name.clone()).collect(),
-            wake: inbound_wake.clone(),
-        });
+        let reception = Arc::new(AgentReception::new(
+            spool.clone(),
+            ctx.domains.iter().map(|d| d.name.clone()).collect(),
+            inbound_wake.clone(),
+        ));
         if cfg.agent.insecure_key_permissions {
             tracing::warn!(
                 "insecure: [agent] insecure_key_permissions = true: private key files readable by group or others are accepted (public test keys only)"
@@ -706,5 +798,69 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope() -> ReceivedEnvelope {
+        ReceivedEnvelope {
+            mail_from: "a@hisp-a.example".into(),
+            rcpt_to: vec!["b@hisp-b.example".into()],
+            peer: "127.0.0.1:2525".parse().unwrap(),
+            helo: "mx.hisp-a.example".into(),
+            tls: false,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_committer_stores_what_concurrent_sessions_hand_it_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(SqliteSpool::open(dir.path()).unwrap());
+        let wake = Arc::new(Notify::new());
+        let reception = Arc::new(AgentReception::new(
+            spool.clone(),
+            vec!["hisp-b.example".into()],
+            wake.clone(),
+        ));
+        let mut sessions = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let r = reception.clone();
+            let raw = format!("Message-ID: <{i}@hisp-a.example>\r\n\r\nbody {i}\r\n").into_bytes();
+            sessions.spawn(async move { (i, r.store_owned(envelope(), raw).await) });
+        }
+        let mut ids = std::collections::BTreeMap::new();
+        while let Some(done) = sessions.join_next().await {
+            let (i, stored) = done.unwrap();
+            ids.insert(i, stored.unwrap());
+        }
+        let distinct: std::collections::BTreeSet<_> = ids.values().collect();
+        assert_eq!(distinct.len(), 40, "one entry per message: {ids:?}");
+        let entries = spool.list_inbound(None).unwrap();
+        assert_eq!(entries.len(), 40);
+        for e in &entries {
+            let stored = spool.inbound(e.id).unwrap().unwrap();
+            let i: usize = stored
+                .message_id
+                .as_deref()
+                .and_then(|m| m.trim_matches(['<', '>']).split('@').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap();
+            assert_eq!(ids[&i], e.id.to_string(), "answered with its own entry");
+        }
+        // The same message again (same Message-ID and recipient) is its duplicate: acknowledged
+        // with the entry it already has, nothing new stored.
+        let again = reception
+            .clone()
+            .store_owned(
+                envelope(),
+                b"Message-ID: <7@hisp-a.example>\r\n\r\nbody 7\r\n".to_vec(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again, ids[&7]);
+        assert_eq!(spool.list_inbound(None).unwrap().len(), 40);
     }
 }

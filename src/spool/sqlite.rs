@@ -214,25 +214,26 @@ fn outbound_from_row(row: &Row<'_>) -> rusqlite::Result<(OutboundEntry, i64)> {
     ))
 }
 
-/// A received message waiting for the next group commit.
-struct PendingInbound {
+/// A received message waiting for the next group commit (its bytes owned when it waits in
+/// the shared batch, borrowed when the caller commits a batch of its own).
+struct PendingInbound<'a> {
     source: String,
     mail_from: String,
     rcpt_to: String,
     message_id: Option<String>,
-    raw: Vec<u8>,
+    raw: std::borrow::Cow<'a, [u8]>,
     now: i64,
     keys: Vec<String>,
 }
 
-impl From<&NewInbound<'_>> for PendingInbound {
-    fn from(msg: &NewInbound<'_>) -> Self {
+impl<'a> PendingInbound<'a> {
+    fn new(msg: &NewInbound<'_>, raw: std::borrow::Cow<'a, [u8]>) -> Self {
         PendingInbound {
             source: msg.source.describe(),
             mail_from: msg.mail_from.clone(),
             rcpt_to: serde_json::to_string(&msg.rcpt_to).unwrap_or_else(|_| "[]".into()),
             message_id: msg.message_id.clone(),
-            raw: msg.raw.to_vec(),
+            raw,
             now: msg.now,
             keys: inbound_keys(msg),
         }
@@ -243,12 +244,29 @@ impl From<&NewInbound<'_>> for PendingInbound {
 #[derive(Default)]
 struct Batch {
     next_ticket: u64,
-    pending: Vec<(u64, PendingInbound)>,
+    pending: Vec<(u64, PendingInbound<'static>)>,
     results: std::collections::HashMap<u64, Result<Received, SpoolError>>,
 }
 
+/// Store every message of `items` in one transaction (or find their duplicates).
+fn receive_in<'i, 'a: 'i>(
+    conn: &mut Connection,
+    items: impl Iterator<Item = &'i PendingInbound<'a>>,
+) -> rusqlite::Result<Vec<Received>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut done = Vec::new();
+    for item in items {
+        done.push(receive_one(&tx, item)?);
+    }
+    tx.commit()?;
+    Ok(done)
+}
+
 /// Store one received message inside an open transaction (or find its duplicate).
-fn receive_one(tx: &rusqlite::Transaction<'_>, m: &PendingInbound) -> rusqlite::Result<Received> {
+fn receive_one(
+    tx: &rusqlite::Transaction<'_>,
+    m: &PendingInbound<'_>,
+) -> rusqlite::Result<Received> {
     for k in &m.keys {
         let existing: Option<i64> = tx
             .prepare_cached("SELECT inbound_id FROM inbound_keys WHERE key = ?1")?
@@ -279,7 +297,7 @@ fn receive_one(tx: &rusqlite::Transaction<'_>, m: &PendingInbound) -> rusqlite::
     ])?;
     let id = tx.last_insert_rowid();
     tx.prepare_cached("INSERT INTO inbound_raw (id, raw) VALUES (?1, ?2)")?
-        .execute(params![id, m.raw])?;
+        .execute(params![id, &m.raw[..]])?;
     for k in &m.keys {
         tx.prepare_cached("INSERT OR IGNORE INTO inbound_keys (key, inbound_id) VALUES (?1, ?2)")?
             .execute(params![k, id])?;
@@ -416,6 +434,29 @@ impl SqliteSpool {
             c.prepare_cached("PRAGMA synchronous = FULL")?.execute([])?;
             r
         })
+    }
+
+    /// Store `msgs` durably in one commit (one fsync), in order, each as [`Spool::receive`]
+    /// would (duplicates recognised, also within `msgs`). For a caller that gathers the
+    /// messages of many sessions itself (the agent's SMTP committer).
+    pub fn receive_all(&self, msgs: &[NewInbound<'_>]) -> Vec<Result<Received, SpoolError>> {
+        let items: Vec<PendingInbound<'_>> = msgs
+            .iter()
+            .map(|m| PendingInbound::new(m, std::borrow::Cow::Borrowed(m.raw)))
+            .collect();
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        match receive_in(&mut conn, items.iter()) {
+            Ok(done) => done.into_iter().map(Ok).collect(),
+            Err(e) => items
+                .iter()
+                .map(|_| {
+                    Err(SpoolError::Database {
+                        path: self.path.display().to_string(),
+                        detail: e.to_string(),
+                    })
+                })
+                .collect(),
+        }
     }
 
     /// The database file.
@@ -555,7 +596,8 @@ impl Spool for SqliteSpool {
             let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
             b.next_ticket += 1;
             let t = b.next_ticket;
-            b.pending.push((t, PendingInbound::from(&msg)));
+            let raw = std::borrow::Cow::Owned(msg.raw.to_vec());
+            b.pending.push((t, PendingInbound::new(&msg, raw)));
             t
         };
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -565,15 +607,8 @@ impl Spool for SqliteSpool {
         }
         let items = std::mem::take(&mut b.pending);
         drop(b);
-        let outcome = (|| -> rusqlite::Result<Vec<(u64, Received)>> {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut done = Vec::with_capacity(items.len());
-            for (t, item) in &items {
-                done.push((*t, receive_one(&tx, item)?));
-            }
-            tx.commit()?;
-            Ok(done)
-        })();
+        let outcome = receive_in(&mut conn, items.iter().map(|(_, item)| item))
+            .map(|done| items.iter().map(|(t, _)| *t).zip(done).collect::<Vec<_>>());
         // Results are published before the connection is released: a caller that then takes the
         // connection finds its result instead of committing an empty batch.
         let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
@@ -1195,6 +1230,33 @@ mod tests {
             "only quarantined entries are released"
         );
         assert_eq!(s.claim_inbound(200, 60).unwrap().unwrap().id, id);
+    }
+
+    #[test]
+    fn a_batch_is_stored_in_order_with_duplicates_recognised_within_it() {
+        let (_d, s) = spool();
+        let earlier = s.receive(smtp_msg(Some("<0@a>"), b"zero")).unwrap().id();
+        let batch = [
+            smtp_msg(Some("<1@a>"), b"one"),
+            smtp_msg(Some("<0@a>"), b"zero again"),
+            smtp_msg(Some("<1@a>"), b"one again"),
+            smtp_msg(None, b"no id"),
+        ];
+        let r: Vec<Received> = s
+            .receive_all(&batch)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let Received::Stored(one) = r[0] else {
+            panic!("{r:?}")
+        };
+        assert_eq!(r[1], Received::Duplicate(earlier));
+        assert_eq!(r[2], Received::Duplicate(one));
+        assert!(matches!(r[3], Received::Stored(n) if n > one));
+        assert_eq!(s.list_inbound(None).unwrap().len(), 3);
+        let first = s.claim_inbound(100, 60).unwrap().unwrap();
+        assert_eq!((first.id, first.raw.as_slice()), (earlier, &b"zero"[..]));
+        assert!(s.receive_all(&[]).is_empty());
     }
 
     #[test]

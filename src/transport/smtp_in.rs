@@ -52,8 +52,10 @@
 //! - **Logs** (tracing): peer, HELO name, envelope addresses, recipient count, size, queue id
 //!   and outcome. Never message content or header values.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -103,6 +105,21 @@ pub trait Reception: Send + Sync + 'static {
     /// Store the message and its envelope durably (fsync) and return a queue id. Blocking; called
     /// via spawn_blocking. Err(reason) => 451 4.3.0 and nothing is acknowledged.
     fn store(&self, envelope: &ReceivedEnvelope, raw: &[u8]) -> Result<String, String>;
+
+    /// [`Reception::store`] from a session's task, with the same contract. By default `store`
+    /// runs on tokio's blocking pool; a reception that gathers the messages of many sessions
+    /// into one commit hands them over instead.
+    fn store_owned(
+        self: Arc<Self>,
+        envelope: ReceivedEnvelope,
+        raw: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || self.store(&envelope, &raw))
+                .await
+                .unwrap_or_else(|e| Err(format!("the store task failed: {e}")))
+        })
+    }
 }
 
 /// How the listener and its sessions behave; built from `[smtp_in]` by [`Self::from_config`].
@@ -1182,11 +1199,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Hand the message to the reception and answer by its outcome.
     async fn store(&mut self, envelope: ReceivedEnvelope, raw: Vec<u8>, size: usize) {
-        let reception = self.reception.clone();
-        let for_store = envelope.clone();
-        let stored = tokio::task::spawn_blocking(move || reception.store(&for_store, &raw)).await;
+        let stored = self
+            .reception
+            .clone()
+            .store_owned(envelope.clone(), raw)
+            .await;
         match stored {
-            Ok(Ok(id)) => {
+            Ok(id) => {
                 let id = printable(&id, 128);
                 tracing::info!(
                     helo = %envelope.helo, from = %envelope.mail_from,
@@ -1196,12 +1215,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 );
                 self.conn.reply(250, "2.0.0", &format!("OK queued as {id}"));
             }
-            failed => {
-                let reason = match failed {
-                    Ok(Err(reason)) => reason,
-                    Err(e) => format!("the store task failed: {e}"),
-                    Ok(Ok(_)) => String::new(),
-                };
+            Err(reason) => {
                 tracing::warn!(
                     helo = %envelope.helo, from = %envelope.mail_from,
                     rcpts = envelope.rcpt_to.len(), size, reason = %reason,
