@@ -13,7 +13,6 @@
 //!   they are never split on the delimiters they declare.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use super::escape;
 use super::msh::Msh;
@@ -334,7 +333,8 @@ fn delimiter_problem(c: char) -> Result<(), &'static str> {
 struct OpenMessage<'a> {
     payload: &'a str,
     message: Message<'a>,
-    counts: HashMap<&'a str, usize>,
+    /// How often each segment ID occurred (a handful of IDs: a list beats a hash map).
+    counts: Vec<(&'a str, usize)>,
 }
 
 impl<'a> OpenMessage<'a> {
@@ -348,23 +348,39 @@ impl<'a> OpenMessage<'a> {
         OpenMessage {
             payload,
             message,
-            counts: HashMap::from([("MSH", 1)]),
+            counts: vec![("MSH", 1)],
         }
     }
 
     fn push(&mut self, id: &'a str, line: &Line<'a>) {
-        let count = self.counts.entry(id).or_insert(0);
-        *count += 1;
+        let sequence = match self.counts.iter_mut().find(|(seen, _)| *seen == id) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                self.counts.push((id, 1));
+                1
+            }
+        };
         let delimiters = self.message.delimiters;
         let fields = match line.text.get(4..) {
             // A separator follows the ID (checked by `check_separator`).
-            Some(rest) => rest.split(delimiters.field).collect(),
+            Some(rest) => {
+                let separators = match u8::try_from(delimiters.field) {
+                    Ok(d) => memchr::memchr_iter(d, rest.as_bytes()).count(),
+                    Err(_) => rest.matches(delimiters.field).count(),
+                };
+                let mut fields = Vec::with_capacity(separators + 1);
+                fields.extend(rest.split(delimiters.field));
+                fields
+            }
             None => Vec::new(),
         };
         self.message.segments.push(Segment {
             id,
             raw: line.text,
-            sequence: *count,
+            sequence,
             line: line.number,
             offset: line.offset,
             header: false,

@@ -177,20 +177,21 @@ pub fn build_mdn(
 /// its own). `final_destination` is true only for a well-formed
 /// `X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,true` or `required,true` parameter; a malformed
 /// options header still yields a request, for `processed` only.
-pub fn requested(headers: &[(String, String)]) -> Option<NotificationRequest> {
+pub fn requested<N: AsRef<str>, V: AsRef<str>>(headers: &[(N, V)]) -> Option<NotificationRequest> {
     let header = |name: &str| {
         headers
             .iter()
-            .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim())
+            .find(|(n, _)| n.as_ref().trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_ref().trim())
     };
     let final_destination = headers
         .iter()
         .filter(|(n, _)| {
-            n.trim()
+            n.as_ref()
+                .trim()
                 .eq_ignore_ascii_case("Disposition-Notification-Options")
         })
-        .any(|(_, v)| asks_final_destination(v));
+        .any(|(_, v)| asks_final_destination(v.as_ref()));
     let to = match header("Disposition-Notification-To").filter(|v| !v.is_empty()) {
         Some(to) => to,
         None if final_destination => header("From").filter(|v| !v.is_empty())?,
@@ -504,7 +505,7 @@ mod tests {
 
     #[test]
     fn requested_without_request_headers_is_none() {
-        assert_eq!(requested(&[]), None);
+        assert_eq!(requested::<String, String>(&[]), None);
         assert_eq!(
             requested(&headers(&[
                 ("From", "ehr@hisp-a.example"),

@@ -1,11 +1,14 @@
 //! Byte-exact reading of MIME entities: header/body split, unfolded header lookup, Content-Type
 //! parameters, and the two parts of multipart/signed.
 
+use std::borrow::Cow;
+
 /// A MIME entity split into its header block and body, borrowed from the input.
 pub struct Entity<'a> {
     pub header: &'a [u8],
     pub body: &'a [u8],
-    headers: Vec<(String, String)>,
+    /// Borrowed from `header` unless folded or not UTF-8.
+    headers: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
 impl<'a> Entity<'a> {
@@ -32,11 +35,11 @@ impl<'a> Entity<'a> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 
     /// Every header as (name, value), in order.
-    pub fn headers(&self) -> &[(String, String)] {
+    pub fn headers(&self) -> &[(Cow<'a, str>, Cow<'a, str>)] {
         &self.headers
     }
 
@@ -46,9 +49,19 @@ impl<'a> Entity<'a> {
     }
 }
 
-fn unfold(header: &[u8]) -> Vec<(String, String)> {
-    let text = String::from_utf8_lossy(header);
-    let mut out: Vec<(String, String)> = Vec::new();
+fn unfold(header: &[u8]) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
+    match std::str::from_utf8(header) {
+        Ok(text) => unfold_text(text),
+        // Not UTF-8: read lossily, and own what was read.
+        Err(_) => unfold_text(&String::from_utf8_lossy(header))
+            .into_iter()
+            .map(|(n, v)| (Cow::Owned(n.into_owned()), Cow::Owned(v.into_owned())))
+            .collect(),
+    }
+}
+
+fn unfold_text(text: &str) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
+    let mut out: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
     for line in text.split('\n') {
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line.is_empty() {
@@ -56,8 +69,9 @@ fn unfold(header: &[u8]) -> Vec<(String, String)> {
         }
         if line.starts_with([' ', '\t']) {
             if let Some(last) = out.last_mut() {
-                last.1.push(' ');
-                last.1.push_str(line.trim());
+                let value = last.1.to_mut();
+                value.push(' ');
+                value.push_str(line.trim());
             }
             continue;
         }
@@ -66,7 +80,7 @@ fn unfold(header: &[u8]) -> Vec<(String, String)> {
         if let Some((n, v)) = line.split_once(':') {
             let n = n.trim_end();
             if !n.is_empty() && n.bytes().all(|b| (33..=126).contains(&b)) {
-                out.push((n.to_string(), v.trim().to_string()));
+                out.push((Cow::Borrowed(n), Cow::Borrowed(v.trim())));
             }
         }
     }
