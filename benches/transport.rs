@@ -258,8 +258,10 @@ fn main() {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    // What `serve` will choose there without `[agent] inbound_workers`.
+    let (workers, why) = direct_agent::agent::workers::choose(None, &base);
     println!(
-        "transport bench, {n} messages of a 4 KiB HL7 payload ({size} bytes sealed), {CLIENTS} SMTP clients, {cores} cores; data in {}; {}",
+        "transport bench, {n} messages of a 4 KiB HL7 payload ({size} bytes sealed), {CLIENTS} SMTP clients, {cores} cores; data in {}; {}; {workers} inbound workers ({why})",
         base.display(),
         load_average()
     );

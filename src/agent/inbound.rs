@@ -121,7 +121,11 @@ pub fn process(
         envelope,
         cache: Some(cache),
     };
-    let report = match open_owned(std::mem::take(&mut entry.raw), &inputs) {
+    let opened = {
+        let _cpu = super::gate::CpuGate::inbound().enter();
+        open_owned(std::mem::take(&mut entry.raw), &inputs)
+    };
+    let report = match opened {
         Ok(r) => r,
         Err(e) => return quarantine(e.kind(), e.to_string()),
     };

@@ -3,12 +3,14 @@
 //! a quarantine record; [`outbound`] seals and queues messages and delivers queued entries.
 
 mod context;
+pub mod gate;
 pub mod inbound;
 pub mod notify;
 pub mod pending;
 pub mod pingpong;
 pub mod reply;
 pub mod validation;
+pub mod workers;
 
 pub use context::{Context, SealRefusal};
 pub mod outbound;

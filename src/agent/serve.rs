@@ -725,11 +725,8 @@ impl Server {
                 }
             });
         }
-        // Opening is CPU-bound but sinks wait on fsync or a peer: four workers per core keep
-        // both busy.
-        let workers = 4 * std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let (workers, why) = super::workers::choose(cfg.agent.inbound_workers, &cfg.agent.data_dir);
+        tracing::info!(workers, chosen_by = %why, "inbound workers");
         tasks.spawn(run_inbound_workers(
             workers,
             ctx.clone(),

@@ -108,6 +108,10 @@ pub struct AgentConfig {
     /// public test keys (the committed `certs/`, which git checks out 0644); logged at start-up.
     #[serde(default)]
     pub insecure_key_permissions: bool,
+    /// Inbound workers `serve` runs (1 to 1024). Default: chosen at start-up by timing fsyncs
+    /// in `data_dir`, one to four per core (`agent::workers`).
+    #[serde(default)]
+    pub inbound_workers: Option<usize>,
 }
 
 impl Default for AgentConfig {
@@ -117,6 +121,7 @@ impl Default for AgentConfig {
             hostname: default_hostname(),
             environment: default_environment(),
             insecure_key_permissions: false,
+            inbound_workers: None,
         }
     }
 }
@@ -469,6 +474,14 @@ impl Config {
         }
         duration("smtp_in.command_timeout", &s.command_timeout)?;
         duration("smtp_in.data_timeout", &s.data_timeout)?;
+        if let Some(n) = self.agent.inbound_workers
+            && !(1..=1024).contains(&n)
+        {
+            return Err(invalid(
+                "agent.inbound_workers".into(),
+                format!("{n} workers: give 1 to 1024, or leave it out to let the agent choose"),
+            ));
+        }
         if s.max_connections == 0 || s.max_recipients == 0 {
             return Err(invalid(
                 "smtp_in.max_connections".into(),
@@ -643,6 +656,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("required_policies[0]"), "{e}");
+        let e = Config::parse("[agent]\ninbound_workers = 0\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.to_string().contains("agent.inbound_workers"), "{e}");
+        let ok = Config::parse("[agent]\ninbound_workers = 6\n", Path::new("x.toml")).unwrap();
+        assert_eq!(ok.agent.inbound_workers, Some(6));
     }
 
     #[test]
