@@ -99,7 +99,24 @@ impl AgentReception {
                             now,
                         })
                         .collect();
-                    let results = committer.receive_all(&msgs);
+                    // A panic here (a bug) fails this batch with a 451, not every later one.
+                    let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        committer.receive_all(&msgs)
+                    }))
+                    .unwrap_or_else(|_| {
+                        tracing::error!(
+                            messages = msgs.len(),
+                            "the spool commit panicked; the senders are told to retry"
+                        );
+                        msgs.iter()
+                            .map(|_| {
+                                Err(crate::spool::SpoolError::Database {
+                                    path: committer.path().display().to_string(),
+                                    detail: "the commit failed unexpectedly: retry".into(),
+                                })
+                            })
+                            .collect()
+                    });
                     drop(msgs);
                     for (job, result) in batch.into_iter().zip(results) {
                         // A session that went away (timeout, shutdown) has nobody to answer.
