@@ -2,6 +2,7 @@
 //! sinks, caches) and its pipelines. [`inbound`] turns a spooled message into sink deliveries or
 //! a quarantine record; [`outbound`] seals and queues messages and delivers queued entries.
 
+mod committer;
 mod context;
 pub mod gate;
 pub mod inbound;

@@ -22,6 +22,7 @@ use crate::transport::smtp_out::Outbound;
 use crate::trust::ValidationCache;
 
 use super::Context;
+use super::committer::Committer;
 use super::inbound::process;
 
 /// Longest wait for in-flight work after a shutdown signal.
@@ -47,92 +48,19 @@ pub struct AgentReception {
     pub spool: Arc<SqliteSpool>,
     pub domains: Vec<String>,
     pub wake: Arc<Notify>,
-    /// Hands SMTP messages to the committer thread (see [`AgentReception::new`]).
-    commits: std::sync::mpsc::Sender<StoreJob>,
+    /// Stores what the SMTP sessions receive, many sessions' messages in one commit.
+    commits: Committer,
 }
-
-/// A message an SMTP session waits to see stored.
-struct StoreJob {
-    envelope: ReceivedEnvelope,
-    message_id: Option<String>,
-    raw: Vec<u8>,
-    stored: tokio::sync::oneshot::Sender<Result<Received, String>>,
-}
-
-/// Most messages stored in one commit.
-const MAX_COMMIT_BATCH: usize = 256;
 
 impl AgentReception {
-    /// A reception storing into `spool` and waking the inbound workers with `wake`.
-    ///
-    /// SMTP sessions hand their messages to one committer thread, which stores everything
-    /// waiting in one transaction (one fsync) and then answers each session: no blocking-pool
-    /// task per message, and no sessions queuing on the spool's connection. The thread ends
-    /// when the reception is dropped.
+    /// A reception storing into `spool` and waking the inbound workers with `wake`. SMTP
+    /// sessions' messages go through a [`Committer`]; IMAP stores directly.
     pub fn new(spool: Arc<SqliteSpool>, domains: Vec<String>, wake: Arc<Notify>) -> Self {
-        let (commits, jobs) = std::sync::mpsc::channel::<StoreJob>();
-        let committer = spool.clone();
-        let spawned = std::thread::Builder::new()
-            .name("spool-commit".into())
-            .spawn(move || {
-                while let Ok(first) = jobs.recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_COMMIT_BATCH {
-                        match jobs.try_recv() {
-                            Ok(job) => batch.push(job),
-                            Err(_) => break,
-                        }
-                    }
-                    let now = SystemClock.unix_seconds();
-                    let msgs: Vec<NewInbound<'_>> = batch
-                        .iter()
-                        .map(|job| NewInbound {
-                            source: Source::Smtp {
-                                peer: job.envelope.peer.to_string(),
-                                helo: job.envelope.helo.clone(),
-                                tls: job.envelope.tls,
-                            },
-                            mail_from: job.envelope.mail_from.clone(),
-                            rcpt_to: job.envelope.rcpt_to.clone(),
-                            message_id: job.message_id.clone(),
-                            raw: &job.raw,
-                            now,
-                        })
-                        .collect();
-                    // A panic here (a bug) fails this batch with a 451, not every later one.
-                    let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        committer.receive_all(&msgs)
-                    }))
-                    .unwrap_or_else(|_| {
-                        tracing::error!(
-                            messages = msgs.len(),
-                            "the spool commit panicked; the senders are told to retry"
-                        );
-                        msgs.iter()
-                            .map(|_| {
-                                Err(crate::spool::SpoolError::Database {
-                                    path: committer.path().display().to_string(),
-                                    detail: "the commit failed unexpectedly: retry".into(),
-                                })
-                            })
-                            .collect()
-                    });
-                    drop(msgs);
-                    for (job, result) in batch.into_iter().zip(results) {
-                        // A session that went away (timeout, shutdown) has nobody to answer.
-                        let _ = job.stored.send(result.map_err(|e| e.to_string()));
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            // Without the thread every store fails with a 451 naming this; nothing is lost.
-            tracing::error!(error = %e, "cannot start the spool committer thread");
-        }
         AgentReception {
+            commits: Committer::start(spool.clone()),
             spool,
             domains,
             wake,
-            commits,
         }
     }
 
@@ -183,19 +111,8 @@ impl Reception for AgentReception {
         raw: Vec<u8>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>> {
         Box::pin(async move {
-            let (stored, answer) = tokio::sync::oneshot::channel();
-            let job = StoreJob {
-                message_id: message_id_of(&raw),
-                envelope,
-                raw,
-                stored,
-            };
-            self.commits
-                .send(job)
-                .map_err(|_| "the spool committer is not running".to_string())?;
-            let r = answer.await.map_err(|_| {
-                "the spool committer stopped before storing the message".to_string()
-            })??;
+            let message_id = message_id_of(&raw);
+            let r = self.commits.store(envelope, message_id, raw).await?;
             self.stored(r, "smtp")
         })
     }
