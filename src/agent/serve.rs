@@ -15,7 +15,9 @@ use tokio::sync::{Notify, watch};
 use crate::address::DirectAddress;
 use crate::clock::{Clock, SystemClock};
 use crate::sink::{Sink, SinkSet};
-use crate::spool::{InboundOutcome, NewInbound, Received, Source, Spool, SqliteSpool};
+use crate::spool::{
+    InboundEntry, InboundOutcome, NewInbound, Received, Source, Spool, SqliteSpool,
+};
 use crate::transport::imap::{ImapError, MailboxSpool};
 use crate::transport::smtp_in::{ReceivedEnvelope, Reception, SmtpServerSettings};
 use crate::transport::smtp_out::Outbound;
@@ -190,92 +192,12 @@ async fn run_inbound_workers(
                 let stop = shutdown.clone();
                 // One blocking thread works entries until none is due (or shutdown), rather than
                 // one `spawn_blocking` hand-off per message.
-                let done = tokio::task::spawn_blocking(move || -> Result<bool, String> {
-                    let mut worked = false;
-                    // The entry leased in the commit that finished the previous one.
-                    let mut next = None;
-                    loop {
-                        let mut entry = match next.take() {
-                            Some(entry) => entry,
-                            None => {
-                                if *stop.borrow() {
-                                    return Ok(worked);
-                                }
-                                let now = SystemClock.unix_seconds();
-                                match spool2
-                                    .claim_inbound(now, INBOUND_LEASE_SECS)
-                                    .map_err(|e| e.to_string())?
-                                {
-                                    Some(entry) => entry,
-                                    None => return Ok(worked),
-                                }
-                            }
-                        };
-                        worked = true;
-                        let started = std::time::Instant::now();
-                        let now = SystemClock.unix_seconds();
-                        let processed = process(&ctx, &spool2, &sinks, &cache, &mut entry, now);
-                        let now = SystemClock.unix_seconds();
-                        if *stop.borrow() {
-                            spool2
-                                .finish_inbound(entry.id, &processed.outcome, now)
-                                .map_err(|e| e.to_string())?;
-                        } else {
-                            next = spool2
-                                .finish_and_claim_inbound(
-                                    entry.id,
-                                    &processed.outcome,
-                                    now,
-                                    INBOUND_LEASE_SECS,
-                                )
-                                .map_err(|e| e.to_string())?;
-                        }
-                        crate::ops::METRICS.inbound(&processed.outcome);
-                        let elapsed_ms = started.elapsed().as_millis() as u64;
-                        let message_id = entry.message_id.as_deref().unwrap_or("-");
-                        match &processed.outcome {
-                            InboundOutcome::Delivered { .. } => tracing::info!(
-                                inbound = entry.id,
-                                message_id,
-                                from = %entry.mail_from,
-                                to = ?entry.rcpt_to,
-                                size = entry.size,
-                                elapsed_ms,
-                                disposition = "delivered",
-                                "message accepted and handed to the sinks"
-                            ),
-                            InboundOutcome::Quarantined { kind, reason } => tracing::warn!(
-                                inbound = entry.id,
-                                message_id,
-                                from = %entry.mail_from,
-                                to = ?entry.rcpt_to,
-                                refusal = %kind,
-                                reason = %reason,
-                                elapsed_ms,
-                                disposition = "quarantined",
-                                "message refused and quarantined"
-                            ),
-                            InboundOutcome::Retry {
-                                reason,
-                                next_attempt_at,
-                            } => tracing::warn!(
-                                inbound = entry.id,
-                                message_id,
-                                from = %entry.mail_from,
-                                to = ?entry.rcpt_to,
-                                reason = %reason,
-                                elapsed_ms,
-                                attempts = entry.attempts,
-                                next_in_s = next_attempt_at - now,
-                                disposition = "retry",
-                                "sink failed; retrying later"
-                            ),
-                        }
-                    }
+                let done = tokio::task::spawn_blocking(move || {
+                    work_due_entries(&ctx, &spool2, &sinks, &cache, &stop)
                 })
                 .await;
                 match done {
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         tracing::error!(error = %e, "spool unavailable for inbound processing")
                     }
@@ -289,6 +211,96 @@ async fn run_inbound_workers(
     }
     for t in tasks {
         let _ = t.await;
+    }
+}
+
+/// Process inbound entries while any is due and no shutdown is asked for. Each entry's outcome
+/// is recorded in the commit that leases the next one.
+fn work_due_entries(
+    ctx: &Context,
+    spool: &SqliteSpool,
+    sinks: &SinkSet,
+    cache: &ValidationCache,
+    stop: &watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut next = None;
+    loop {
+        let mut entry = match next.take() {
+            Some(entry) => entry,
+            None if *stop.borrow() => return Ok(()),
+            None => match spool
+                .claim_inbound(SystemClock.unix_seconds(), INBOUND_LEASE_SECS)
+                .map_err(|e| e.to_string())?
+            {
+                Some(entry) => entry,
+                None => return Ok(()),
+            },
+        };
+        let started = std::time::Instant::now();
+        let processed = process(
+            ctx,
+            spool,
+            sinks,
+            cache,
+            &mut entry,
+            SystemClock.unix_seconds(),
+        );
+        let now = SystemClock.unix_seconds();
+        if *stop.borrow() {
+            spool
+                .finish_inbound(entry.id, &processed.outcome, now)
+                .map_err(|e| e.to_string())?;
+        } else {
+            next = spool
+                .finish_and_claim_inbound(entry.id, &processed.outcome, now, INBOUND_LEASE_SECS)
+                .map_err(|e| e.to_string())?;
+        }
+        crate::ops::METRICS.inbound(&processed.outcome);
+        log_outcome(&entry, &processed.outcome, started.elapsed(), now);
+    }
+}
+
+/// One line per processed entry: addresses, ids, the disposition and its reason (no content).
+fn log_outcome(entry: &InboundEntry, outcome: &InboundOutcome, elapsed: Duration, now: i64) {
+    let elapsed_ms = elapsed.as_millis() as u64;
+    let message_id = entry.message_id.as_deref().unwrap_or("-");
+    match outcome {
+        InboundOutcome::Delivered { .. } => tracing::info!(
+            inbound = entry.id,
+            message_id,
+            from = %entry.mail_from,
+            to = ?entry.rcpt_to,
+            size = entry.size,
+            elapsed_ms,
+            disposition = "delivered",
+            "message accepted and handed to the sinks"
+        ),
+        InboundOutcome::Quarantined { kind, reason } => tracing::warn!(
+            inbound = entry.id,
+            message_id,
+            from = %entry.mail_from,
+            to = ?entry.rcpt_to,
+            refusal = %kind,
+            reason = %reason,
+            elapsed_ms,
+            disposition = "quarantined",
+            "message refused and quarantined"
+        ),
+        InboundOutcome::Retry {
+            reason,
+            next_attempt_at,
+        } => tracing::warn!(
+            inbound = entry.id,
+            message_id,
+            from = %entry.mail_from,
+            to = ?entry.rcpt_to,
+            reason = %reason,
+            elapsed_ms,
+            attempts = entry.attempts,
+            next_in_s = next_attempt_at - now,
+            disposition = "retry",
+            "sink failed; retrying later"
+        ),
     }
 }
 
